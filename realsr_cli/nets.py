@@ -17,9 +17,7 @@ import copy
 import functools
 import hashlib
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -480,7 +478,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise InputError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except Exception as err:  # the unpickler raises many types on garbage input (IndexError, UnpicklingError, ...)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{path}: not a readable realsr checkpoint ({reason[:200]})") from err
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:

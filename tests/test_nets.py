@@ -1,0 +1,138 @@
+"""Networks, presets, receptive-field probe and checkpoint round trip."""
+
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from realsr_cli.errors import InputError, ModelError
+from realsr_cli.nets import (
+    ArchConfig,
+    build_generator,
+    build_networks,
+    count_parameters,
+    load_checkpoint,
+    measure_receptive_field,
+    preset,
+    save_checkpoint,
+)
+
+
+def test_compact_preset_is_small_and_upsamples_x4():
+    arch = preset("compact")
+    net = build_generator(arch)
+    assert count_parameters(net) <= 1_500_000
+    assert net(torch.rand(1, 3, 9, 13)).shape == (1, 3, 36, 52)
+
+
+def test_paper_preset_is_the_17m_rrdb_design():
+    net = build_generator(preset("paper"))
+    assert 16_000_000 < count_parameters(net) < 18_000_000
+
+
+def test_all_six_networks_take_their_inputs(tiny_arch):
+    nets = build_networks(tiny_arch)
+    lr = torch.rand(2, 3, 32, 32)
+    feat = nets["encoder"](lr)
+    assert feat.shape == (2, tiny_arch.channels, 32, 32)
+    assert nets["sr_decoder"](feat).shape == (2, 3, 128, 128)
+    assert nets["lr_decoder"](feat).shape == (2, 3, 32, 32)
+    assert nets["feature_disc"](feat).shape[:2] == (2, 1)
+    assert nets["lr_disc"](lr).shape[:2] == (2, 1)
+    assert nets["hr_disc"](torch.rand(2, 3, 128, 128)).shape[:2] == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "arch, expected",
+    [
+        # counted by hand: convs at LR resolution, each adding 1 pixel of radius, + 1 for the HR conv
+        (ArchConfig(encoder_blocks=0, sr_blocks=0, hr_channels=0), 4),  # conv_in, conv_out, conv_body, conv_up
+        (ArchConfig(encoder_blocks=1, sr_blocks=0, hr_channels=0), 6),
+        (ArchConfig(encoder_blocks=0, sr_blocks=0, hr_channels=16), 5),
+        (preset("compact"), 19),  # 8 encoder + 10 decoder convs + the HR conv
+    ],
+)
+def test_receptive_field_probe_matches_hand_count(arch, expected):
+    assert measure_receptive_field(arch) == expected
+
+
+def test_receptive_field_bounds_real_dependence():
+    # changing an input pixel just outside the measured radius must leave the centre output block untouched
+    arch = preset("compact")
+    radius = measure_receptive_field(arch)
+    torch.manual_seed(0)
+    net = build_generator(arch).double().eval()
+    size = 2 * radius + 9
+    c = size // 2
+    x = torch.rand(1, 3, size, size, dtype=torch.float64)
+    with torch.no_grad():
+        base = net(x)[..., c * 4 : c * 4 + 4, c * 4 : c * 4 + 4]
+        outside = x.clone()
+        outside[..., c + radius + 1, c] += 1
+        inside = x.clone()
+        inside[..., c + radius, c] += 1
+        assert torch.equal(net(outside)[..., c * 4 : c * 4 + 4, c * 4 : c * 4 + 4], base)
+        assert not torch.equal(net(inside)[..., c * 4 : c * 4 + 4, c * 4 : c * 4 + 4], base)
+
+
+def test_paper_receptive_field_is_probed_not_clipped():
+    # 5 encoder convs + 23 RRDB x 15 convs + 1, plus the HR convs: far beyond the first probe size
+    assert 350 <= measure_receptive_field(preset("paper")) <= 354
+
+
+def test_checkpoint_round_trip(tmp_path, tiny_arch):
+    torch.manual_seed(0)
+    nets = build_networks(tiny_arch)
+    path = save_checkpoint(tmp_path / "a.pth", tiny_arch, nets, step=7, provenance={"seed": 0})
+    ckpt = load_checkpoint(path)
+    assert asdict(ckpt.arch) == asdict(tiny_arch)
+    assert ckpt.step == 7 and ckpt.provenance == {"seed": 0}
+    assert ckpt.spec.scale == 4 and ckpt.spec.receptive_field == measure_receptive_field(tiny_arch)
+    assert len(ckpt.sha256) == 64
+    loaded = ckpt.networks()
+    for role, net in nets.items():
+        for key, value in net.state_dict().items():
+            assert torch.equal(loaded[role].state_dict()[key], value), (role, key)
+    x = torch.rand(1, 3, 11, 7)
+    with torch.no_grad():
+        expected = nets["sr_decoder"](nets["encoder"](x))
+        assert torch.equal(ckpt.generator()(x), expected)
+    assert not list(tmp_path.glob(".*.tmp")), "atomic save left its temporary file"
+
+
+def test_missing_and_corrupt_checkpoints_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(InputError, match="not a readable realsr checkpoint"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"weights": torch.zeros(1)}, foreign)
+    with pytest.raises(InputError, match="not a realsr checkpoint"):
+        load_checkpoint(foreign)
+
+
+class Evil:
+    """Any class: weights_only loading must refuse to rebuild it."""
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"format": "realsr-checkpoint", "obj": Evil()}, path)
+    with pytest.raises(InputError):
+        load_checkpoint(path)
+
+
+def test_state_dict_mismatch_is_a_model_error(tmp_path, tiny_arch):
+    nets = build_networks(tiny_arch)
+    path = save_checkpoint(tmp_path / "a.pth", replace(tiny_arch, channels=16), nets)
+    with pytest.raises(ModelError, match="do not fit"):
+        load_checkpoint(path).generator()
+
+
+def test_unknown_preset_and_arch_keys():
+    with pytest.raises(ModelError, match="unknown architecture preset 'huge'"):
+        preset("huge")
+    with pytest.raises(ModelError, match="unknown architecture keys: depth"):
+        ArchConfig.from_dict({"depth": 3})
