@@ -1,0 +1,71 @@
+"""The `realsr` command group: lazy-loaded subcommands, one stderr console, and the one place where
+`RealSRError`s become messages and exit codes. Each subcommand lives in its own module here and stays thin.
+
+No torch here: `realsr --help` and ONNX upscaling never import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from realsr_cli import __version__
+from realsr_cli.errors import EXIT_INTERRUPTED, EXIT_SOME_FAILED, RealSRError
+
+# messages and progress go to stderr, so stdout stays clean for --json
+console = Console(stderr=True, highlight=False)
+
+# subcommand -> "module:attribute", imported only when that subcommand runs (hatch/click LazyGroup style)
+COMMANDS = {
+    "upscale": "realsr_cli.cli.upscale:upscale",
+    "export": "realsr_cli.cli.export:export",
+    "train": "realsr_cli.cli.train:train",
+    "eval": "realsr_cli.cli.eval:eval_command",
+}
+
+EPILOG = f"""Exit codes: 0 success; 1 error; 2 bad usage or config; 3 bad input (image, checkpoint, folder);
+4 model error; 5 backend error; {EXIT_SOME_FAILED} some inputs of a batch failed; {EXIT_INTERRUPTED} interrupted.
+Set REALSR_DEBUG=1 for a full traceback."""
+
+
+class RealSRGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._available(name))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS or not self._available(cmd_name):
+            return None
+        module_name, attr = COMMANDS[cmd_name].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module_name = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module_name) is not None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RealSRError as err:
+            if os.environ.get("REALSR_DEBUG"):
+                raise
+            console.print(f"[bold red]error:[/] {escape(str(err))}")
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=RealSRGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="realsr")
+def cli() -> None:
+    """Upscale real-world photos x4, export models, and train them on your own unpaired photos."""
+
+
+def main() -> None:
+    cli(prog_name="realsr")
