@@ -2,16 +2,65 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import tomllib
+import types
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from realsr_cli.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class TileConfig:
-    """How an image is cut into fixed-shape tiles for the backend and blended back."""
+    """How an image is cut into fixed-shape tiles for the backend and blended back.
+
+    Tiles are never smaller than twice the overlap (smaller tiles would mostly recompute their neighbours), so a
+    tiny `tile` is raised to that; the plan (`realsr_cli.tiling.plan_tiles`) reports the shape actually used.
+    """
 
     tile: int = 512  # tile edge in input pixels; 0 = the whole image in one piece
     overlap: int | None = None  # input pixels shared by neighbouring tiles; None = derived from the model's receptive field
     batch: int = 1  # tiles per forward call; on 2 CPU cores batch 1 is as fast as larger batches
+    # shrink tiles to the smallest equal shape that covers the image with the same tile count (less redundant work);
+    # False keeps exactly `tile` for every image (one input shape across a whole batch: what cuDNN autotuning wants);
+    # None = True on CPU, False on CUDA
+    balance: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile < 0:
+            raise ConfigError(f"tile must be 0 (whole image) or a positive number of pixels, got {self.tile}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"overlap must not be negative, got {self.overlap}")
+        if self.batch < 1:
+            raise ConfigError(f"batch must be at least 1 tile, got {self.batch}")
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """What `realsr upscale` (and `realsr_cli.upscale.Upscaler`) runs: which model, where, and at what scale."""
+
+    model: str | None = None  # exported .onnx/.ts file; None = the bundled default model
+    backend: str = "auto"  # auto (whatever the model file is; ONNX for the bundled model), onnx or torchscript
+    device: str = "auto"  # auto (CUDA when it really loads, else CPU), cpu or cuda
+    tile: TileConfig = TileConfig()
+    scale: float | None = None  # output scale, 1 to the model's native scale; None = native
+    scale_hint: int | None = None  # the native scale a model made elsewhere should have (checked by a probe run)
+    # refuse larger inputs before decoding (decompression bombs); the x4 output is 16 times as many pixels
+    max_pixels: int = 64_000_000
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "onnx", "torchscript"):
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of auto, onnx, torchscript")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose one of auto, cpu, cuda")
+        if self.scale is not None and not self.scale >= 1:  # also refuses NaN
+            raise ConfigError(f"scale must be at least 1 (the input size), got {self.scale:g}")
+        if self.scale_hint is not None and self.scale_hint < 1:
+            raise ConfigError(f"scale hint must be a positive integer, got {self.scale_hint}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max pixels must be positive, got {self.max_pixels}")
 
 
 @dataclass(frozen=True)
@@ -25,3 +74,263 @@ class ExportConfig:
     check_sizes: tuple[tuple[int, int], ...] = ((37, 53), (64, 41))
     tolerance: float = 1e-3  # max abs error against eager PyTorch, fp32 exports
     half_tolerance: float = 2e-2  # the fp16 variant, whose arithmetic is coarser by design
+
+
+# ---- training: `realsr train` ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the method's objective, L = align*L_align + rec*L_rec + res*L_res + sty*L_sty + idt*L_idt + cyc*L_cyc.
+
+    Defaults are method.md's (from a public re-implementation; the paper gives none). `alpha` and `beta` weight the
+    perceptual (VGG19 conv5_4) and adversarial (LSGAN against D_HR) terms inside L_rec and L_cyc. A weight of 0 turns
+    its term off and with it every network only that term needs (alpha = 0: no VGG; beta = 0: no D_HR; ...).
+    """
+
+    rec: float = 1.0
+    align: float = 0.01
+    res: float = 1.0
+    sty: float = 0.01
+    idt: float = 0.01
+    cyc: float = 1.0
+    alpha: float = 0.01
+    beta: float = 0.01
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise ConfigError(f"loss weight {f.name} must not be negative, got {getattr(self, f.name)}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam for every network, with a step-halving learning-rate schedule (a pure function of the step)."""
+
+    lr: float = 1e-4  # generators (E, G_SR, G_t)
+    disc_lr: float | None = None  # discriminators; None = lr
+    betas: tuple[float, float] = (0.9, 0.99)
+    milestones: tuple[int, ...] = ()  # steps at which every learning rate is multiplied by gamma; empty = constant
+    gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or (self.disc_lr is not None and self.disc_lr <= 0):
+            raise ConfigError(f"learning rates must be positive, got lr {self.lr}, disc_lr {self.disc_lr}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"Adam betas must lie in [0, 1), got {self.betas}")
+        if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"milestones must be increasing positive steps, got {self.milestones}")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"gamma must lie in (0, 1], got {self.gamma}")
+
+    def lr_at(self, step: int, base: float) -> float:
+        """The learning rate for the update that makes step `step` + 1: base * gamma**(milestones passed)."""
+        return base * self.gamma ** sum(step >= m for m in self.milestones)
+
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `realsr train` needs; `Trainer(cfg).fit()` takes this and nothing else.
+
+    Paths are strings (plain data for TOML and checkpoints); the CLI stores them absolute. Loaded from TOML with
+    `load_train_toml` (strict: unknown keys and wrong types raise ConfigError).
+    """
+
+    source_hr: str = ""  # folder of clean HR photos (source domain y_s), subfolders included
+    target_lr: str | None = None  # folder of real LR photos (target domain x_t), unpaired; not needed for baseline
+    val_lr: str | None = None  # validation pairs: real LR and its HR, matched by file name
+    val_hr: str | None = None
+    out: str = ""  # run folder: checkpoints, log.jsonl, loss.png
+    arch: str = "compact"  # architecture preset (realsr_cli.nets.PRESETS)
+    arch_overrides: dict[str, Any] = field(default_factory=dict)  # ArchConfig fields replacing the preset's
+    baseline: bool = False  # L_rec's pixel L1 alone on bicubic pairs: E + G_SR only, no target data, no discriminators
+    init_from: str | None = None  # warm start: a checkpoint whose encoder/sr_decoder/lr_decoder weights start the run
+    resume: bool = False  # continue the run in `out` from its last.pth, bit-exactly
+    iters: int = 50_000  # total generator steps (a resumed run continues up to this)
+    lr_patch: int = 48  # LR crop edge in pixels; the HR crop is scale times that
+    batch_size: int = 16
+    workers: int = 0  # threads that decode the images once at start-up; 0 = one per core
+    seed: int = 0
+    log_every: int = 100  # steps between progress lines (without a terminal)
+    val_every: int = 1000  # steps between validations (needs val_lr and val_hr); 0 = only at the end
+    checkpoint_every: int = 1000  # steps between checkpoints (step_NNNNNNN.pth and last.pth)
+    keep_checkpoints: int = 3  # numbered checkpoints kept (oldest deleted first); 0 = keep all
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+    amp: str = "auto"  # mixed precision: "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16", "fp16"
+    threads: int = 0  # CPU threads for torch; 0 = one per available core
+    weights: LossWeights = field(default_factory=LossWeights)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        positive = ("iters", "lr_patch", "batch_size", "log_every", "checkpoint_every")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("workers", "seed", "val_every", "keep_checkpoints", "threads"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        if self.amp not in AMP_CHOICES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+
+    @property
+    def effective_weights(self) -> LossWeights:
+        """The weights training uses: `baseline` keeps only L_rec's pixel term (alpha = beta = 0, the rest 0)."""
+        if self.baseline:
+            return LossWeights(rec=self.weights.rec, align=0, res=0, sty=0, idt=0, cyc=0, alpha=0, beta=0)
+        return self.weights
+
+    @property
+    def needs_target(self) -> bool:
+        """Whether any active loss reads target LR images (L_align, L_res, L_sty do; L_idt and L_cyc do not)."""
+        w = self.effective_weights
+        return w.align > 0 or w.res > 0 or w.sty > 0
+
+    def check(self) -> None:
+        """Raise ConfigError when the config cannot start a run (missing folders, half a validation pair)."""
+        if not self.source_hr:
+            raise ConfigError("source_hr (--source-hr) is required: a folder of clean HR photos")
+        if not self.out:
+            raise ConfigError("out (--out) is required: the run folder")
+        if self.needs_target and not self.target_lr:
+            raise ConfigError(
+                "target_lr (--target-lr) is required unless baseline (--baseline) or the weights of "
+                "align, res and sty are all 0"
+            )
+        if bool(self.val_lr) != bool(self.val_hr):
+            raise ConfigError("validation needs both val_lr (--val-lr) and val_hr (--val-hr), or neither")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "train config") -> TrainConfig:
+        """Build from plain data (TOML, a checkpoint's config), strictly: unknown keys and wrong types raise ConfigError."""
+        return dataclass_from_dict(cls, data, where)
+
+
+# keys a resumed run may change: they steer the run, not what it computes (the run folder may move, too)
+RESUME_MUTABLE_KEYS = frozenset(
+    {"out", "resume", "iters", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "workers",
+     "device", "amp", "threads", "val_lr", "val_hr"}
+)
+# keys holding paths: relative ones in a TOML file are relative to that file's folder
+TRAIN_PATH_KEYS = ("source_hr", "target_lr", "val_lr", "val_hr", "out", "init_from")
+
+
+def dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass `cls` from a dict, checking every key and value type; nested dataclasses recurse."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table of keys, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"valid keys: {', '.join(known)}"
+        )
+    hints = get_type_hints(cls)
+    values = {key: _check_type(hints[key], value, f"{where}: {key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _check_type(tp: Any, value: Any, where: str) -> Any:
+    if tp is Any:
+        return value
+    if is_dataclass(tp):
+        return dataclass_from_dict(tp, value, where)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(arg, value, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_type(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_check_type(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return dict(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }
+    if tp not in ok:
+        raise TypeError(f"unsupported config type {tp!r}")  # internal: a field type this checker does not know
+    if not ok[tp]:
+        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+        raise ConfigError(f"{where} must be {wanted}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def load_train_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a run TOML file into plain data, with relative paths made absolute against the file's folder.
+
+    The result is checked by `TrainConfig.from_dict` once merged with its base (see `merge_config`).
+    Raises ConfigError for a missing or malformed file.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror or err})") from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from err
+    for key in TRAIN_PATH_KEYS:
+        if isinstance(data.get(key), str) and data[key]:
+            data[key] = str((path.parent / data[key]).resolve())
+    return data
+
+
+def merge_config(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overlay`'s keys replacing its own; tables merge key by key (weights, optim, arch_overrides)."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def with_value(cfg: Any, dotted: str, value: Any) -> Any:
+    """A copy of frozen dataclass `cfg` with the field at `dotted` ("optim.lr") replaced."""
+    head, _, rest = dotted.partition(".")
+    if rest:
+        value = with_value(getattr(cfg, head), rest, value)
+    return replace(cfg, **{head: value})
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (tables compared key by key)."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict) and key != "arch_overrides":
+            diffs += config_differences(va, vb, f"{prefix}{key}.")
+        elif _plain(va) != _plain(vb):
+            diffs.append(prefix + key)
+    return diffs
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -208,11 +208,17 @@ class SRDecoder(nn.Module):
             _icnr_init(self.conv_up, arch.scale)
             self.shuffle = nn.PixelShuffle(arch.scale)
             self.conv_hr = _conv(arch.hr_channels, arch.in_channels) if arch.hr_channels else None
+            last = self.conv_hr or self.conv_up
         else:
             steps = arch.scale.bit_length() - 1  # log2(scale)
             self.up_convs = nn.ModuleList(_conv(c, c) for _ in range(steps))
             self.conv_hr = _conv(c, c)
             self.conv_last = _conv(c, arch.in_channels)
+            last = self.conv_last
+        # start at mid-grey rather than at black: images live in [0, 1], and an untrained net's
+        # output then lies inside that range instead of being clamped away
+        with torch.no_grad():
+            last.bias.fill_(0.5)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         x = feat + self.conv_body(self.body(feat))
@@ -479,8 +485,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises many types on garbage input (IndexError, UnpicklingError, ...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a readable realsr checkpoint ({reason[:200]})") from err
+        text = str(err).strip()
+        if "Weights only load failed" in text:
+            reason = "it holds Python objects that a safe (weights-only) load refuses"
+        else:
+            reason = text.splitlines()[0][:200] if text else type(err).__name__
+        raise InputError(f"{path}: not a readable realsr checkpoint ({reason})") from err
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a realsr checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
     if data.get("version", 0) > CHECKPOINT_VERSION:

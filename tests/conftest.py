@@ -62,3 +62,70 @@ def compact_checkpoint(tmp_path_factory) -> Path:
     arch = preset("compact")
     path = tmp_path_factory.mktemp("ckpt") / "compact.pth"
     return save_checkpoint(path, arch, build_networks(arch), provenance={"note": "seeded random weights"})
+
+
+def _exports(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
+    from realsr_cli.config import ExportConfig
+    from realsr_cli.exporter import export_model
+
+    report = export_model(checkpoint, out_dir, ExportConfig(half=True))
+    assert set(report.paths) == {"onnx", "onnx_fp16", "torchscript"}, report.max_errors
+    return dict(report.paths)
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
+    """`tiny_checkpoint` exported and verified by `realsr_cli.exporter.export_model` with half=True.
+
+    Keys: "onnx" (fp32, dynamic batch/H/W, input "input", output "output", ModelSpec in metadata_props),
+    "onnx_fp16" (fp16 weights, fp32 inputs and outputs, metadata precision "fp16"), "torchscript" (`.ts`, spec JSON
+    in the extra file TORCHSCRIPT_SPEC_FILE). Every graph ends in clamp(0, 1), and this tiny net's seeded weights
+    output values below 0, so every output is exactly 0 (black): good for shapes, metadata and plumbing; to compare
+    output values, use `tiny_ranged_exports`. Shared by the whole session: read only.
+    """
+    return _exports(tiny_checkpoint, tmp_path_factory.mktemp("tiny_exports"))
+
+
+@pytest.fixture(scope="session")
+def compact_exports(tmp_path_factory, compact_checkpoint) -> dict[str, Path]:
+    """`compact_checkpoint` exported like `tiny_exports` (same keys: "onnx", "onnx_fp16", "torchscript"); read only."""
+    return _exports(compact_checkpoint, tmp_path_factory.mktemp("compact_exports"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ranged_checkpoint(tmp_path_factory, tiny_arch) -> Path:
+    """Like `tiny_checkpoint` (all six networks, plus Adam state as a training run saves it), but G_SR's last conv
+    is rescaled so outputs spread over about [-0.2, 1.15] instead of sitting below 0: after the exported graph's
+    clamp, seeded random weights otherwise give an all-black image, and every comparison of outputs passes vacuously.
+    """
+    import torch
+
+    from realsr_cli.nets import build_networks, build_generator, save_checkpoint
+
+    torch.manual_seed(0)
+    nets = build_networks(tiny_arch)
+    net = build_generator(tiny_arch)
+    net.encoder, net.sr_decoder = nets["encoder"], nets["sr_decoder"]
+    probe = torch.rand(1, tiny_arch.in_channels, 32, 32)
+    with torch.no_grad():
+        out = net(probe)
+        last = nets["sr_decoder"].conv_hr  # the pixelshuffle decoder's final conv
+        gain = 0.4 / out.std()
+        last.weight.mul_(gain)
+        last.bias.mul_(gain).add_(0.5 - out.mean() * gain)
+    gen_params = [p for role in ("encoder", "sr_decoder") for p in nets[role].parameters()]
+    optimizer = torch.optim.Adam(gen_params, lr=1e-4)
+    net(probe).mean().backward()
+    optimizer.step()  # one real step, so the checkpoint carries non-empty optimizer state
+    optimizer.zero_grad()
+    path = tmp_path_factory.mktemp("ckpt") / "ranged.pth"
+    return save_checkpoint(
+        path, tiny_arch, nets, step=1, optimizers={"generator": optimizer.state_dict()}, provenance={"note": "rescaled seeded weights"}
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_ranged_exports(tmp_path_factory, tiny_ranged_checkpoint) -> dict[str, Path]:
+    """`tiny_ranged_checkpoint` exported like `tiny_exports`: outputs that use the whole [0, 1] range, clamped at
+    both ends, for tests that compare backends, tiles or precisions and must not compare black images."""
+    return _exports(tiny_ranged_checkpoint, tmp_path_factory.mktemp("tiny_ranged_exports"))

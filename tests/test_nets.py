@@ -62,6 +62,9 @@ def test_receptive_field_bounds_real_dependence():
     radius = measure_receptive_field(arch)
     torch.manual_seed(0)
     net = build_generator(arch).double().eval()
+    with torch.no_grad():
+        # the mid-grey output bias would absorb the faint far-field change below float64 precision
+        net.sr_decoder.conv_hr.bias.zero_()
     size = 2 * radius + 9
     c = size // 2
     x = torch.rand(1, 3, size, size, dtype=torch.float64)

@@ -54,7 +54,7 @@ class RealSRGroup(click.Group):
         except RealSRError as err:
             if os.environ.get("REALSR_DEBUG"):
                 raise
-            console.print(f"[bold red]error:[/] {escape(str(err))}")
+            console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")

@@ -1,0 +1,85 @@
+"""`realsr export`: a checkpoint's inference network to verified ONNX and TorchScript files.
+
+No torch at import: the exporter is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+from rich.table import Table
+
+from realsr_cli.cli import console
+from realsr_cli.config import ExportConfig
+
+if TYPE_CHECKING:
+    from realsr_cli.exporter import ExportReport
+
+FORMAT_CHOICES = ("onnx", "torchscript")
+
+
+def _parse_formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    unknown = [f for f in formats if f not in FORMAT_CHOICES]
+    if unknown or not formats:
+        raise click.BadParameter(f"{value!r}: choose one or more of {', '.join(FORMAT_CHOICES)}, comma-separated")
+    return formats
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="folder for the exported files (created if missing)"
+)
+@click.option(
+    "--format",
+    "formats",
+    default=",".join(FORMAT_CHOICES),
+    show_default=True,
+    callback=_parse_formats,
+    help="comma-separated formats to write: onnx, torchscript",
+)
+@click.option("--half", is_flag=True, help="also write an fp16 ONNX variant for GPUs (<name>.fp16.onnx, fp32 inputs and outputs)")
+@click.option("--name", "stem", default=None, help="file name stem of the exported files  [default: the checkpoint's stem]")
+def export(checkpoint: str, out_dir: str, formats: tuple[str, ...], half: bool, stem: str | None) -> None:
+    """Export CHECKPOINT's upscaling network to ONNX (<name>.onnx) and TorchScript (<name>.ts).
+
+    Every file is checked against PyTorch at odd input sizes before it is written; the model's scale,
+    receptive field and the checkpoint's SHA-256 travel in the files' metadata.
+    """
+    from realsr_cli.exporter import export_model
+
+    cfg = ExportConfig(formats=formats, half=half)
+    report = export_model(checkpoint, out_dir, cfg, stem=stem)
+    console.print(_report_table(report))
+    if half and "onnx_fp16" not in report.paths:
+        worst = max(report.max_errors["onnx_fp16"].values())
+        console.print(
+            f"[yellow]warning:[/] fp16 variant not written: its max error {worst:.1e} exceeds {cfg.half_tolerance:g}; "
+            "the files say supports_half false"
+        )
+
+
+def _report_table(report: ExportReport) -> Table:
+    sizes = sorted({size for by_size in report.max_errors.values() for size in by_size})
+    spec = report.spec
+    folder = next(iter(report.paths.values())).parent
+    table = Table(
+        title=f"exported to {folder}",
+        caption=(
+            f"{report.parameters:,} parameters, x{spec.scale}, receptive field {spec.receptive_field} px, "
+            f"supports_half {str(spec.supports_half).lower()}, {report.seconds:.1f} s"
+        ),
+    )
+    table.add_column("format")
+    table.add_column("file", overflow="fold")
+    for h, w in sizes:
+        table.add_column(f"max error {h}x{w}", justify="right")
+    for kind in ("onnx", "onnx_fp16", "torchscript"):
+        if kind not in report.max_errors:
+            continue
+        path = report.paths.get(kind)
+        name = path.name if path else "[dim]not written (checked for supports_half)[/]"
+        table.add_row(kind, name, *(f"{report.max_errors[kind][s]:.1e}" for s in sizes))
+    return table
