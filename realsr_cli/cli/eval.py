@@ -1,0 +1,197 @@
+"""`realsr eval`: a model against bicubic on LR images, with HR partners (PSNR/SSIM/NIQE) or without (NIQE alone).
+
+Thin: the work is `realsr_cli.evaluate.evaluate`, imported when the command runs. No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from realsr_cli.cli import console
+from realsr_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from realsr_cli.evaluate import EvalReport, Scores
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def _table(report: EvalReport, model_name: str):
+    from rich import box
+    from rich.table import Table
+
+    ref = report.has_reference
+    has_niqe = any(s.niqe is not None for r in report.images for s in (r.model, r.bicubic))
+    title = f"{model_name} vs bicubic"
+    if ref:
+        caption = "PSNR/SSIM on BT.601 Y (PSNR-RGB on RGB), 4-pixel border crop"
+        caption += "; NIQE: lower is more natural" if has_niqe else ""
+    else:
+        caption = "no HR images: NIQE alone (lower is more natural)"
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
+    table.add_column("image", overflow="fold")
+    metrics: list[tuple[str, str, int]] = []  # (header, field, digits)
+    if ref:
+        metrics += [("PSNR-Y", "psnr_y", 2), ("SSIM-Y", "ssim_y", 4), ("PSNR-RGB", "psnr_rgb", 2)]
+    if has_niqe:
+        metrics.append(("NIQE", "niqe", 3))
+    for header, _, _ in metrics:
+        table.add_column(f"{header}\nmodel", justify="right")
+        table.add_column(f"{header}\nbicubic", justify="right")
+    hr_niqe = ref and has_niqe
+    if hr_niqe:
+        table.add_column("NIQE\nHR", justify="right")
+
+    def row(name: str, model: Scores, bicubic: Scores, hr: Scores | None, style: str | None = None) -> None:
+        cells = [name]
+        for _, field, digits in metrics:
+            cells += [_fmt(getattr(model, field), digits), _fmt(getattr(bicubic, field), digits)]
+        if hr_niqe:
+            cells.append(_fmt(hr.niqe if hr is not None else None, 3))
+        table.add_row(*cells, style=style)
+
+    for r in report.images:
+        row(r.name, r.model, r.bicubic, r.hr)
+    mean = report.mean()
+    table.add_section()
+    row(f"mean ({len(report.images)})", mean["model"], mean["bicubic"], mean.get("hr"), style="bold")
+    return table
+
+
+@click.command("eval")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="exported model to evaluate (.onnx or .ts, as `realsr export` writes)  [default: the bundled model]",
+)
+@click.option(
+    "--lr",
+    "lr_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="folder of low-resolution input images (subfolders included)",
+)
+@click.option(
+    "--hr",
+    "hr_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    show_default=True,
+    help="folder of ground-truth HR images with the LR images' file names; none = NIQE alone",
+)
+@click.option(
+    "--niqe/--no-niqe", "with_niqe", default=True, show_default=True, help="also score naturalness (NIQE, no reference)"
+)
+@click.option(
+    "--json", "as_json", is_flag=True, default=False, show_default=True, help="print the report as JSON on stdout"
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "onnx", "torchscript"]),
+    default="auto",
+    show_default=True,
+    help="inference runtime; auto = whatever the model file is",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="where the model runs; auto = CUDA when available",
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(min=0),
+    default=512,
+    show_default=True,
+    help="tile edge in input pixels; 0 = whole image",
+)
+@click.option("--quiet", "-q", is_flag=True, default=False, show_default=True, help="no progress bar")
+def eval_command(
+    model_path: Path | None,
+    lr_dir: Path,
+    hr_dir: Path | None,
+    with_niqe: bool,
+    as_json: bool,
+    backend: str,
+    device: str,
+    tile: int,
+    quiet: bool,
+) -> None:
+    """Score a model against bicubic upscaling, image by image and on average.
+
+    With --hr: PSNR and SSIM on the Y channel (BT.601) and PSNR on RGB, after a 4-pixel border crop, for the model
+    and for bicubic side by side, plus NIQE of model, bicubic and HR. Without --hr: NIQE alone, a no-reference
+    naturalness score (lower is more natural) for photos without ground truth. LR and HR images pair up by file
+    name. The table goes to stderr; --json prints the report on stdout.
+    """
+    from realsr_cli.evaluate import evaluate
+
+    if hr_dir is None and not with_niqe:
+        raise ConfigError("nothing to score: without --hr only NIQE is measured, and --no-niqe turns it off")
+    with _open_upscaler(model_path, backend=backend, device=device, tile=tile) as upscaler:
+        report = evaluate(
+            upscaler.upscale,
+            lr_dir,
+            hr_dir,
+            scale=upscaler.native_scale,
+            with_niqe=with_niqe,
+            progress=_progress("evaluating", quiet),
+        )
+        model_file = upscaler.model_path
+    if as_json:
+        data = {"model": str(model_file), "lr": str(lr_dir), "hr": str(hr_dir) if hr_dir else None, **report.to_dict()}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        console.print(_table(report, model_file.name))
+
+
+def _open_upscaler(model_path: Path | None, *, backend: str, device: str, tile: int):
+    """The model as an `Upscaler` (a context manager with `.upscale((h, w, 3) uint8) -> (h*s, w*s, 3) uint8`,
+    `.native_scale` and `.model_path`) at its native scale."""
+    from rich.markup import escape
+
+    from realsr_cli.upscale import Upscaler
+
+    return Upscaler(
+        model=model_path,
+        backend=backend,
+        device=device,
+        tile=tile,
+        notice=lambda message: console.print(f"[yellow]note:[/] {escape(message)}"),
+    )
+
+
+def _progress(description: str, quiet: bool):
+    """A rich progress wrapper for an iterable, or `iter` when quiet or not on a terminal."""
+    if quiet or not console.is_terminal:
+        return iter
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    def wrap(items):
+        items = list(items)
+        with Progress(
+            TextColumn(description),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            yield from progress.track(items, total=len(items))
+
+    return wrap

@@ -1,0 +1,223 @@
+"""The `realsr eval` job: upscale every LR image of a folder with a model and with bicubic, score both against the HR
+partners (PSNR-Y, SSIM-Y, PSNR-RGB) and on naturalness (NIQE), per image and on average. Reusable by training's
+validation and a later `compare` command: the model comes in as a plain `upscale` callable.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from realsr_cli.errors import InputError
+from realsr_cli.imageio import read_image
+from realsr_cli.metrics import psnr, ssim
+from realsr_cli.niqe import niqe
+
+__all__ = ["Scores", "ImageResult", "EvalReport", "evaluate", "evaluate_images", "bicubic_upscale", "list_pairs"]
+
+T = TypeVar("T")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PIXELS = 64_000_000  # decoded pixels per image at most, as training's data loader: refuses only absurd files
+BORDER = 4  # pixels cropped from each side before PSNR/SSIM: the usual x4 SR protocol
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One image's (or the mean) scores for one method; None where not measured (no HR, NIQE off or undefined)."""
+
+    psnr_y: float | None = None  # dB, BT.601 Y channel, 4-pixel border crop
+    ssim_y: float | None = None
+    psnr_rgb: float | None = None  # dB, all three channels, same crop
+    niqe: float | None = None  # lower is more natural
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The scores of one LR image: the model's output, bicubic x`scale`, and the HR's own NIQE (when an HR is given)."""
+
+    name: str  # path relative to the LR folder, which is also the HR partner's
+    model: Scores
+    bicubic: Scores
+    hr: Scores | None = None  # niqe only
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Per-image results and their means. `to_dict()` is what `realsr eval --json` prints."""
+
+    images: tuple[ImageResult, ...]
+    has_reference: bool  # HR images were given, so the full-reference scores are there
+
+    def mean(self) -> dict[str, Scores]:
+        """Mean of each score over the images that have it: {"model": ..., "bicubic": ..., "hr": ...}."""
+        out = {
+            "model": _mean_scores([r.model for r in self.images]),
+            "bicubic": _mean_scores([r.bicubic for r in self.images]),
+        }
+        if self.has_reference:
+            out["hr"] = _mean_scores([r.hr for r in self.images if r.hr is not None])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: non-finite numbers (inf PSNR of a perfect match) become None, as JSON has no infinity."""
+        images = []
+        for r in self.images:
+            item = {"name": r.name, "model": _clean(asdict(r.model)), "bicubic": _clean(asdict(r.bicubic))}
+            if r.hr is not None:
+                item["hr"] = _clean(asdict(r.hr))
+            images.append(item)
+        return {
+            "count": len(self.images),
+            "has_reference": self.has_reference,
+            "border": BORDER,
+            "mean": {k: _clean(asdict(v)) for k, v in self.mean().items()},
+            "images": images,
+        }
+
+
+def _mean_scores(scores: list[Scores]) -> Scores:
+    values = {}
+    for f in fields(Scores):
+        vals = [getattr(s, f.name) for s in scores if getattr(s, f.name) is not None]
+        values[f.name] = float(np.mean(vals)) if vals else None
+    return Scores(**values)
+
+
+def _clean(d: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: (v if v is not None and math.isfinite(v) else None) for k, v in d.items()}
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
+    """(h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8 with PIL's bicubic: the baseline the reference figures use."""
+    img = Image.fromarray(np.ascontiguousarray(lr))
+    return np.asarray(img.resize((lr.shape[1] * scale, lr.shape[0] * scale), Image.BICUBIC), dtype=np.uint8)
+
+
+def _list_images(folder: Path, what: str) -> dict[str, Path]:
+    """Image files under `folder` (subfolders included, hidden files skipped) by their path relative to it."""
+    if not folder.is_dir():
+        raise InputError(f"{what} folder {folder} does not exist or is not a folder")
+    found = {
+        p.relative_to(folder).as_posix(): p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    }
+    if not found:
+        raise InputError(f"{what} folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return dict(sorted(found.items()))
+
+
+def list_pairs(
+    lr_dir: str | os.PathLike, hr_dir: str | os.PathLike | None = None
+) -> list[tuple[str, Path, Path | None]]:
+    """(name, LR path, HR path or None) for every LR image, matched to the HR of the same relative name.
+
+    Raises InputError naming the file when an image on either side has no partner, or a folder is missing or empty.
+    """
+    lr_dir = Path(lr_dir)
+    lr_paths = _list_images(lr_dir, "LR")
+    if hr_dir is None:
+        return [(name, path, None) for name, path in lr_paths.items()]
+    hr_dir = Path(hr_dir)
+    hr_paths = _list_images(hr_dir, "HR")
+    for name in sorted(set(lr_paths) ^ set(hr_paths)):
+        have, lack = (lr_paths[name], hr_dir) if name in lr_paths else (hr_paths[name], lr_dir)
+        raise InputError(f"{have} has no partner of the same name in {lack}")
+    return [(name, path, hr_paths[name]) for name, path in lr_paths.items()]
+
+
+def read_rgb8(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB with the project's image policy (`realsr_cli.imageio`: EXIF
+    orientation applied, alpha ignored, grayscale replicated, 16 bits rounded to 8). InputError naming the file
+    when it cannot be read."""
+    rgb = read_image(path, max_pixels=MAX_PIXELS).rgb  # (H, W, 3) float32 in [0, 1]
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def _niqe_or_none(img: np.ndarray) -> float | None:
+    """NIQE, or None where it is undefined (an image under two 96x96 blocks, or a flat one)."""
+    try:
+        score = niqe(img)
+    except InputError:
+        return None
+    return score if math.isfinite(score) else None
+
+
+def _score(sr: np.ndarray, hr: np.ndarray | None, with_niqe: bool) -> Scores:
+    nat = _niqe_or_none(sr) if with_niqe else None
+    if hr is None:
+        return Scores(niqe=nat)
+    return Scores(
+        psnr_y=psnr(sr, hr, border=BORDER),
+        ssim_y=ssim(sr, hr, border=BORDER),
+        psnr_rgb=psnr(sr, hr, border=BORDER, y_channel=False),
+        niqe=nat,
+    )
+
+
+def evaluate_images(
+    upscale: Callable[[np.ndarray], np.ndarray],
+    items: Iterable[tuple[str, np.ndarray, np.ndarray | None]],
+    *,
+    scale: int = 4,
+    with_niqe: bool = True,
+) -> Iterator[ImageResult]:
+    """Score images already in memory: `items` yields (name, LR (h, w, 3) uint8, HR (h*s, w*s, 3) uint8 or None).
+
+    `upscale` maps an (h, w, 3) uint8 LR to its (h*scale, w*scale, 3) uint8 SR. Yields one ImageResult per item.
+    Raises InputError naming the image when the model's output or the bicubic upscale differs in size from the HR.
+    """
+    for name, lr, hr in items:
+        sr = np.asarray(upscale(lr))
+        if hr is not None and sr.shape != hr.shape:
+            raise InputError(
+                f"{name}: the model's output is {sr.shape[1]}x{sr.shape[0]} but its HR is {hr.shape[1]}x{hr.shape[0]}"
+            )
+        if sr.dtype != np.uint8:
+            raise InputError(f"{name}: the model's output is {sr.dtype}, expected uint8")
+        bicubic = bicubic_upscale(lr, scale)
+        if hr is not None and bicubic.shape != hr.shape:
+            raise InputError(
+                f"{name}: bicubic x{scale} of its {lr.shape[1]}x{lr.shape[0]} LR is "
+                f"{bicubic.shape[1]}x{bicubic.shape[0]} but its HR is {hr.shape[1]}x{hr.shape[0]}"
+            )
+        yield ImageResult(
+            name=name,
+            model=_score(sr, hr, with_niqe),
+            bicubic=_score(bicubic, hr, with_niqe),
+            hr=Scores(niqe=_niqe_or_none(hr) if with_niqe else None) if hr is not None else None,
+        )
+
+
+def evaluate(
+    upscale: Callable[[np.ndarray], np.ndarray],
+    lr_dir: str | os.PathLike,
+    hr_dir: str | os.PathLike | None = None,
+    *,
+    scale: int = 4,
+    with_niqe: bool = True,
+    progress: Callable[[Iterable[T]], Iterable[T]] = iter,
+) -> EvalReport:
+    """Score a model against bicubic on a folder of LR images, with HR partners of the same names or without.
+
+    With `hr_dir`: PSNR-Y, SSIM-Y and PSNR-RGB (4-pixel border crop) and NIQE of model, bicubic and HR; without:
+    NIQE alone. Images are read one at a time. Raises InputError for a missing or empty folder, an image without
+    its partner, an unreadable file, or a model output whose size differs from the HR's (each naming the file).
+    """
+    pairs = list_pairs(lr_dir, hr_dir)
+
+    def items() -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
+        for name, lr_path, hr_path in progress(pairs):
+            yield name, read_rgb8(lr_path), (read_rgb8(hr_path) if hr_path is not None else None)
+
+    results = tuple(evaluate_images(upscale, items(), scale=scale, with_niqe=with_niqe))
+    return EvalReport(images=results, has_reference=hr_dir is not None)
