@@ -353,26 +353,34 @@ def measure_receptive_field(arch: ArchConfig) -> int:
                 module.weight.fill_(1.0)
                 module.bias.zero_()
     net.requires_grad_(False)
-    s = thin.scale
     radius = 0
-    for axis in (2, 3):
-        size = 65
-        while True:
-            shape = [1, thin.in_channels, 1, 1]
-            shape[axis] = size
-            x = torch.ones(shape, dtype=torch.float64, requires_grad=True)
-            centre = size // 2
-            y = net(x)
-            y.narrow(axis, centre * s, s).sum().backward()  # the output block of the centre pixel
-            grad = x.grad[0].sum(dim=0).flatten()
-            assert not grad.isnan().any(), "receptive-field probe produced NaN"
-            touched = (grad > 0).nonzero().flatten()
-            axis_radius = int((touched - centre).abs().max())
-            if axis_radius < centre:  # the field fits inside the probe: measured, not clipped
-                radius = max(radius, axis_radius)
-                break
-            size = 2 * size + 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # strips are tiny: extra threads only spin, and on a busy machine they crawl
+    try:
+        for axis in (2, 3):
+            radius = max(radius, _probe_axis(net, thin, axis))
+    finally:
+        torch.set_num_threads(threads)
     return radius
+
+
+def _probe_axis(net: SRNet, thin: ArchConfig, axis: int) -> int:
+    s = thin.scale
+    size = 65
+    while True:
+        shape = [1, thin.in_channels, 1, 1]
+        shape[axis] = size
+        x = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+        centre = size // 2
+        y = net(x)
+        y.narrow(axis, centre * s, s).sum().backward()  # the output block of the centre pixel
+        grad = x.grad[0].sum(dim=0).flatten()
+        assert not grad.isnan().any(), "receptive-field probe produced NaN"
+        touched = (grad > 0).nonzero().flatten()
+        radius = int((touched - centre).abs().max())
+        if radius < centre:  # the field fits inside the probe: measured, not clipped
+            return radius
+        size = 2 * size + 1
 
 
 def spec_for(arch: ArchConfig, source_sha256: str = "") -> ModelSpec:
