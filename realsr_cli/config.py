@@ -165,10 +165,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
-        positive = ("iters", "lr_patch", "batch_size", "log_every", "checkpoint_every")
-        for key in positive:
+        for key in ("iters", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.lr_patch < 8:  # the discriminators downsample LR crops 4x
+            raise ConfigError(f"lr_patch must be at least 8 pixels, got {self.lr_patch}")
         for key in ("workers", "seed", "val_every", "keep_checkpoints", "threads"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")

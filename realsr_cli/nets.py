@@ -53,6 +53,9 @@ class ArchConfig:
     hr_channels: int = 16  # pixelshuffle only: channels after the shuffle, smoothed by one HR conv; 0 = shuffle straight to RGB
     disc: str = "patch"  # "patch" (fully convolutional, LSGAN per patch) or "vgg" (strided VGG + BatchNorm + 2 linear)
     disc_channels: int = 32
+    # D_HR's base width; 0 = disc_channels. D_HR sees scale**2 times the pixels of D_t, so at full width it costs more
+    # than all three generators together; at 16 its forward+backward is ~3x cheaper (compact, 192 px HR crops, CPU)
+    hr_disc_channels: int = 0
 
     def __post_init__(self) -> None:
         choices = {
@@ -68,7 +71,7 @@ class ArchConfig:
             raise ModelError(f"scale must be a positive integer, got {self.scale}")
         if self.upsample == "nearest" and self.scale & (self.scale - 1):
             raise ModelError(f"nearest upsampling needs a power-of-two scale, got {self.scale}")
-        for key in ("channels", "encoder_blocks", "sr_blocks", "lr_blocks", "growth", "disc_channels"):
+        for key in ("channels", "encoder_blocks", "sr_blocks", "lr_blocks", "growth", "disc_channels", "hr_disc_channels"):
             if getattr(self, key) < (1 if key == "channels" else 0):
                 raise ModelError(f"{key} must not be negative, got {getattr(self, key)}")
 
@@ -296,9 +299,9 @@ class VGGDiscriminator(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
-def _discriminator(arch: ArchConfig, in_channels: int, downsamples: int) -> nn.Module:
+def _discriminator(arch: ArchConfig, in_channels: int, downsamples: int, base: int = 0) -> nn.Module:
     cls = PatchDiscriminator if arch.disc == "patch" else VGGDiscriminator
-    return cls(in_channels, arch.disc_channels, downsamples)
+    return cls(in_channels, base or arch.disc_channels, downsamples)
 
 
 class SRNet(nn.Module):
@@ -326,7 +329,9 @@ def build_networks(arch: ArchConfig) -> dict[str, nn.Module]:
         # D_f sees LR-resolution features, D_t LR images, D_HR HR images (scale times larger: more downsampling)
         "feature_disc": _discriminator(arch, arch.channels, 2),
         "lr_disc": _discriminator(arch, arch.in_channels, 2),
-        "hr_disc": _discriminator(arch, arch.in_channels, 2 + max(arch.scale.bit_length() - 1, 0)),
+        "hr_disc": _discriminator(
+            arch, arch.in_channels, 2 + max(arch.scale.bit_length() - 1, 0), arch.hr_disc_channels
+        ),
     }
 
 

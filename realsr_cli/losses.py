@@ -1,0 +1,115 @@
+"""The method's losses, one function per term of the paper (method.md), least-squares GAN everywhere.
+
+Every function returns a float32 scalar: inputs produced under autocast (bf16/fp16) are upcast before the
+difference is taken, so the reductions run in fp32. Scores are discriminator outputs of any shape (per patch
+or per image); E[.] is their mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+Score = Callable[[Tensor], Tensor]
+
+
+def lsgan(score: Tensor, target: float) -> Tensor:
+    """Least-squares GAN term E[(score - target)^2] (Mao et al. 2017)."""
+    return (score.float() - target).square().mean()
+
+
+def l1(a: Tensor, b: Tensor) -> Tensor:
+    """Mean absolute difference, in fp32."""
+    return (a.float() - b.float()).abs().mean()
+
+
+def l_fea(sr_features: Tensor, hr_features: Tensor) -> Tensor:
+    """L_fea: L1 between perceptual features (VGG19 conv5_4 before ReLU, see realsr_cli.vgg) of SR and HR."""
+    return l1(sr_features, hr_features)
+
+
+def l_adv_generator(fake_score: Tensor) -> Tensor:
+    """L_adv, the generator's LSGAN term against D_HR: push D_HR(sr) to 1 (real)."""
+    return lsgan(fake_score, 1.0)
+
+
+def l_adv_disc(fake_score: Tensor, real_score: Tensor) -> Tensor:
+    """D_HR's LSGAN loss: D_HR(sr) -> 0, D_HR(y_s) -> 1."""
+    return lsgan(fake_score, 0.0) + lsgan(real_score, 1.0)
+
+
+def l_rec(
+    source_hr: Tensor,
+    sr: Tensor,
+    *,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    fea: Score | None = None,
+    hr_disc: Score | None = None,
+) -> Tensor:
+    """L_rec = |y_s - G_SR(E(x_s))|_1 + alpha * L_fea(y_s, sr) + beta * L_adv(sr).
+
+    `fea(sr)` returns L_fea against y_s (the caller binds y_s's features once); `hr_disc(sr)` returns D_HR scores.
+    Each is called only when its weight is non-zero, so alpha = 0 never touches VGG and beta = 0 never D_HR.
+    """
+    loss = l1(source_hr, sr)
+    if alpha:
+        loss = loss + alpha * fea(sr)
+    if beta:
+        loss = loss + beta * l_adv_generator(hr_disc(sr))
+    return loss
+
+
+def l_cyc(
+    source_hr: Tensor,
+    cycle_sr: Tensor,
+    *,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    fea: Score | None = None,
+    hr_disc: Score | None = None,
+) -> Tensor:
+    """L_cyc = |y_s - G_SR(E(G_t(E(x_s))))|_1 plus the same alpha/beta perceptual and adversarial terms as L_rec
+    (method.md's choice): the source image carried into the target style must still super-resolve to y_s."""
+    return l_rec(source_hr, cycle_sr, alpha=alpha, beta=beta, fea=fea, hr_disc=hr_disc)
+
+
+def l_align_encoder(target_score: Tensor, source_score: Tensor) -> Tensor:
+    """L_align(E) = E[(D_f(E(x_t)) - 0.5)^2] + E[(D_f(E(x_s)) - 0.5)^2]: make both domains' features ambiguous."""
+    return lsgan(target_score, 0.5) + lsgan(source_score, 0.5)
+
+
+def l_align_disc(target_score: Tensor, source_score: Tensor) -> Tensor:
+    """L_align(D_f) = E[(D_f(E(x_t)) - 0)^2] + E[(D_f(E(x_s)) - 1)^2]: D_f tells target (0) from source (1)."""
+    return lsgan(target_score, 0.0) + lsgan(source_score, 1.0)
+
+
+def l_res(target_lr: Tensor, restored_target_lr: Tensor) -> Tensor:
+    """L_res = |x_t - G_t(E(x_t))|_1: the target decoder reconstructs the target image from its features."""
+    return l1(target_lr, restored_target_lr)
+
+
+def l_sty_generator(fake_score: Tensor) -> Tensor:
+    """L_sty(E, G_t) = E[(D_t(G_t(E(x_s))) - 1)^2]: x_{s->t} should look like a real target image."""
+    return lsgan(fake_score, 1.0)
+
+
+def l_sty_disc(fake_score: Tensor, real_score: Tensor) -> Tensor:
+    """L_sty(D_t) = E[(D_t(x_{s->t}) - 0)^2] + E[(D_t(x_t) - 1)^2]."""
+    return lsgan(fake_score, 0.0) + lsgan(real_score, 1.0)
+
+
+def l_idt(source_features: Tensor, cycle_features: Tensor) -> Tensor:
+    """L_idt = |E(x_s) - E(G_t(E(x_s)))|_1: x_{s->t} has x_s's content, so its degradation-free features must match."""
+    return l1(source_features, cycle_features)
+
+
+def generator_objective(terms: dict[str, Tensor], weights) -> Tensor:
+    """L = sum of weight * term over the terms present, weights named as the terms without the `l_` prefix
+    (`weights.rec` for `l_rec`; a LossWeights)."""
+    total = torch.zeros((), dtype=torch.float32, device=next(iter(terms.values())).device)
+    for name, value in terms.items():
+        total = total + getattr(weights, name.removeprefix("l_")) * value
+    return total
