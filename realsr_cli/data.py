@@ -20,44 +20,10 @@ import numpy as np
 from PIL import Image
 
 from realsr_cli.errors import InputError
-from realsr_cli.imageio import read_image
+from realsr_cli.evaluate import list_pairs
+from realsr_cli.imageio import list_images, read_rgb8
 from realsr_cli.runtime import cpu_count
-from realsr_cli.upscale import IMAGE_EXTENSIONS
 
-# decoded pixels per image at most: a 2048 px photo has ~3 M; this refuses only absurd files (decompression bombs)
-MAX_PIXELS = 64_000_000
-
-
-def list_images(folder: str | os.PathLike, what: str) -> list[Path]:
-    """Image files under `folder` (subfolders included, hidden files skipped), sorted by relative path; an image is
-    what `realsr upscale` takes from a folder (`IMAGE_EXTENSIONS`).
-
-    Raises InputError naming the folder when it is missing or holds no image.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{what} folder {folder} does not exist or is not a folder")
-    paths = sorted(
-        (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
-    if not paths:
-        raise InputError(f"{what} folder {folder} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, subfolders included)")
-    return paths
-
-
-def read_rgb8(path: str | os.PathLike) -> np.ndarray:
-    """Decode any image file to (H, W, 3) uint8 RGB with the project's one reading policy (`realsr_cli.imageio`:
-    EXIF orientation applied, grayscale replicated, 16-bit read in full, then rounded to 8 bits: the networks see
-    8-bit photos at inference too). Transparency is composited onto white, as `realsr upscale` flattens it.
-    Raises InputError naming the file when it cannot be read.
-    """
-    photo = read_image(path, max_pixels=MAX_PIXELS)
-    rgb = photo.rgb  # (H, W, 3) float32 in [0, 1]
-    if photo.alpha is not None:
-        alpha = photo.alpha[..., None]
-        rgb = rgb * alpha + (1.0 - alpha)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def read_all(paths: list[Path], workers: int = 0) -> list[np.ndarray]:
@@ -182,7 +148,7 @@ def _nchw(crops: list[np.ndarray]) -> np.ndarray:
 
 
 def _load_usable(folder, what: str, min_size: int, workers: int, warn) -> tuple[list[np.ndarray], list[Path]]:
-    paths = list_images(folder, what)
+    paths = list(list_images(folder, what).values())
     images = read_all(paths, workers)
     usable, used = [], []
     for path, img in zip(paths, images):
@@ -205,18 +171,13 @@ def load_val_pairs(lr_dir: str | os.PathLike, hr_dir: str | os.PathLike, scale: 
     An HR larger than scale x its LR is cropped to it (top-left, the usual "modcrop"). Raises InputError naming
     the file when a partner is missing or an HR is smaller than scale x its LR.
     """
-    lr_paths = {p.relative_to(lr_dir).as_posix(): p for p in list_images(lr_dir, "validation LR")}
-    hr_paths = {p.relative_to(hr_dir).as_posix(): p for p in list_images(hr_dir, "validation HR")}
-    for name in sorted(set(lr_paths) ^ set(hr_paths)):
-        have, lack = (lr_dir, hr_dir) if name in lr_paths else (hr_dir, lr_dir)
-        raise InputError(f"validation image {Path(have) / name} has no partner of the same name in {lack}")
     pairs = []
-    for name in sorted(lr_paths):
-        lr, hr = read_rgb8(lr_paths[name]), read_rgb8(hr_paths[name])
+    for name, lr_path, hr_path in list_pairs(lr_dir, hr_dir):
+        lr, hr = read_rgb8(lr_path), read_rgb8(hr_path)
         h, w = lr.shape[0] * scale, lr.shape[1] * scale
         if hr.shape[0] < h or hr.shape[1] < w:
             raise InputError(
-                f"validation HR {hr_paths[name]} is {hr.shape[1]}x{hr.shape[0]}, smaller than {scale} x its LR ({w}x{h})"
+                f"validation HR {hr_path} is {hr.shape[1]}x{hr.shape[0]}, smaller than {scale} x its LR ({w}x{h})"
             )
         pairs.append((name, lr, np.ascontiguousarray(hr[:h, :w])))
     return pairs

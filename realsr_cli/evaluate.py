@@ -18,15 +18,13 @@ import numpy as np
 from PIL import Image
 
 from realsr_cli.errors import InputError
-from realsr_cli.imageio import read_image
+from realsr_cli.imageio import list_images, read_rgb8
 from realsr_cli.metrics import psnr, ssim
 from realsr_cli.niqe import niqe
 
 __all__ = ["Scores", "ImageResult", "EvalReport", "evaluate", "evaluate_images", "bicubic_upscale", "list_pairs"]
 
 T = TypeVar("T")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-MAX_PIXELS = 64_000_000  # decoded pixels per image at most, as training's data loader: refuses only absurd files
 BORDER = 4  # pixels cropped from each side before PSNR/SSIM: the usual x4 SR protocol
 
 
@@ -102,20 +100,6 @@ def bicubic_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
     return np.asarray(img.resize((lr.shape[1] * scale, lr.shape[0] * scale), Image.BICUBIC), dtype=np.uint8)
 
 
-def _list_images(folder: Path, what: str) -> dict[str, Path]:
-    """Image files under `folder` (subfolders included, hidden files skipped) by their path relative to it."""
-    if not folder.is_dir():
-        raise InputError(f"{what} folder {folder} does not exist or is not a folder")
-    found = {
-        p.relative_to(folder).as_posix(): p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    }
-    if not found:
-        raise InputError(f"{what} folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return dict(sorted(found.items()))
-
-
 def list_pairs(
     lr_dir: str | os.PathLike, hr_dir: str | os.PathLike | None = None
 ) -> list[tuple[str, Path, Path | None]]:
@@ -124,23 +108,15 @@ def list_pairs(
     Raises InputError naming the file when an image on either side has no partner, or a folder is missing or empty.
     """
     lr_dir = Path(lr_dir)
-    lr_paths = _list_images(lr_dir, "LR")
+    lr_paths = list_images(lr_dir, "LR")
     if hr_dir is None:
         return [(name, path, None) for name, path in lr_paths.items()]
     hr_dir = Path(hr_dir)
-    hr_paths = _list_images(hr_dir, "HR")
+    hr_paths = list_images(hr_dir, "HR")
     for name in sorted(set(lr_paths) ^ set(hr_paths)):
         have, lack = (lr_paths[name], hr_dir) if name in lr_paths else (hr_paths[name], lr_dir)
         raise InputError(f"{have} has no partner of the same name in {lack}")
     return [(name, path, hr_paths[name]) for name, path in lr_paths.items()]
-
-
-def read_rgb8(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB with the project's image policy (`realsr_cli.imageio`: EXIF
-    orientation applied, alpha ignored, grayscale replicated, 16 bits rounded to 8). InputError naming the file
-    when it cannot be read."""
-    rgb = read_image(path, max_pixels=MAX_PIXELS).rgb  # (H, W, 3) float32 in [0, 1]
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def _niqe_or_none(img: np.ndarray) -> float | None:

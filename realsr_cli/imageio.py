@@ -50,6 +50,15 @@ _PNG16_LOW_BYTES = {("RGB", "RGB;16B"): "RGB;16L", ("RGBA", "RGBA;16B"): "RGBA;1
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
+)
+"""File extensions a folder or glob input picks up (an explicitly named file is read whatever its name)."""
+
+# decoded pixels at most for data-set images (training, evaluation): refuses only absurd files (decompression bombs)
+DATASET_MAX_PIXELS = 64_000_000
+
+
 @dataclass
 class Photo:
     """A decoded photo, upright, with everything needed to write the upscaled result back faithfully."""
@@ -739,3 +748,38 @@ def _write_tiff(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level)
     )
     return warnings
 
+
+
+def list_images(folder: str | os.PathLike, what: str) -> dict[str, Path]:
+    """Image files under `folder` (subfolders included, hidden files skipped), keyed by their path relative to it
+    (POSIX form, so pairs match across folders) and sorted by that key.
+
+    Raises InputError naming the folder when it is missing or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{what} folder {folder} does not exist or is not a folder")
+    found = {
+        p.relative_to(folder).as_posix(): p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    }
+    if not found:
+        raise InputError(
+            f"{what} folder {folder} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
+            "subfolders included)"
+        )
+    return dict(sorted(found.items()))
+
+
+def read_rgb8(path: str | os.PathLike) -> np.ndarray:
+    """Decode a data-set image to (H, W, 3) uint8 RGB with the reading policy above (EXIF orientation applied,
+    grayscale replicated, 16 bits rounded to 8: the networks see 8-bit photos). Transparency is composited onto
+    white, as a JPEG output flattens it. Raises InputError naming the file when it cannot be read.
+    """
+    photo = read_image(path, max_pixels=DATASET_MAX_PIXELS)
+    rgb = photo.rgb  # (H, W, 3) float32 in [0, 1]
+    if photo.alpha is not None:
+        alpha = photo.alpha[..., None]
+        rgb = rgb * alpha + (1.0 - alpha)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)

@@ -224,7 +224,9 @@ class Trainer:
         init_from = None
         if cfg.init_from and resume_from is None:
             init_from = load_checkpoint(cfg.init_from)
-            differing = [k for k in config_differences(asdict(init_from.arch), asdict(self.arch)) if k != "name"]
+            # only the generators are warm-started, so the discriminators' shape may differ
+            ignored = {"name", "disc", "disc_channels", "hr_disc_channels"}
+            differing = [k for k in config_differences(asdict(init_from.arch), asdict(self.arch)) if k not in ignored]
             if differing:
                 raise ModelError(
                     f"{cfg.init_from}: its architecture differs from this run's in {', '.join(differing)}; "

@@ -38,11 +38,6 @@ from realsr_cli.tiling import TilePlan, TileProgress, plan_tiles, run_tiled
 DEFAULT_MODEL_STEM = "realsr-compact-x4"
 """The bundled model's file stem: export/realsr-compact-x4.onnx (+ .fp16.onnx for CUDA) and .ts."""
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
-)
-"""File extensions a folder or glob input picks up (an explicitly named file is read whatever its name)."""
-
 # upscaled outputs (plus the encoder's working copy) held at once in a batch: smaller photos overlap inference
 # with the previous photo's encoding; a 12 MP photo at x4 (576 MB out) waits for the previous one to be written
 DEFAULT_MAX_INFLIGHT_BYTES = 3 << 29  # 1.5 GiB
@@ -210,7 +205,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) 
             add(path, None)
         elif glob.has_magic(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if os.path.isfile(m))
-            matches = [m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS]
+            matches = [m for m in matches if m.suffix.lower() in imageio.IMAGE_EXTENSIONS]
             if not matches:
                 items.append(InputItem(path, None, f"{text}: no images match"))
             root = _glob_root(text)
@@ -226,7 +221,7 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if not name.startswith(".") and Path(name).suffix.lower() in imageio.IMAGE_EXTENSIONS:
                 found.append(Path(dirpath) / name)
     return sorted(found)
 
