@@ -76,6 +76,21 @@ class ExportConfig:
     half_tolerance: float = 2e-2  # the fp16 variant, whose arithmetic is coarser by design
 
 
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """How `realsr compare` lays out its side-by-side crops."""
+
+    crop: int = 48  # crop edge in LR pixels (the HR crop is scale times that)
+    zoom: int = 2  # nearest-neighbour magnification of every cell, so single pixels are visible
+    count: int = 4  # images (rows) when no names are given: the first ones by name
+    scale: int = 4
+
+    def __post_init__(self) -> None:
+        for key in ("crop", "zoom", "count", "scale"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+
 # ---- training: `realsr train` ----------------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ def photo(tmp_path, odd_image) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", [[], ["upscale"], ["export"], ["train"], ["eval"]])
+@pytest.mark.parametrize("command", [[], ["upscale"], ["export"], ["train"], ["eval"], ["compare"]])
 def test_help_of_every_command(command):
     result = realsr(*command, "--help")
     assert result.returncode == 0, result.stderr

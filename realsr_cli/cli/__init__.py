@@ -26,6 +26,7 @@ COMMANDS = {
     "export": "realsr_cli.cli.export:export",
     "train": "realsr_cli.cli.train:train",
     "eval": "realsr_cli.cli.eval:eval_command",
+    "compare": "realsr_cli.cli.compare:compare_command",
 }
 
 EPILOG = f"""Exit codes: 0 success; 1 error; 2 bad usage or config; 3 bad input (image, checkpoint, folder);
