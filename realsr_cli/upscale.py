@@ -19,6 +19,7 @@ import glob
 import importlib.resources
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -200,7 +201,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) 
                 hint = "" if recursive else " (use -r/--recursive for sub-folders)"
                 items.append(InputItem(path, None, f"{path}: no images found in folder{hint}"))
             for file in found:
-                add(file, path)
+                if not _is_earlier_output(file):
+                    add(file, path)
         elif path.exists():
             add(path, None)
         elif glob.has_magic(text):
@@ -210,10 +212,26 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) 
                 items.append(InputItem(path, None, f"{text}: no images match"))
             root = _glob_root(text)
             for file in matches:
-                add(file, root)
+                if not _is_earlier_output(file):
+                    add(file, root)
         else:
             items.append(InputItem(path, None, f"{path}: no such file or folder"))
     return items
+
+
+_OUTPUT_STEM = re.compile(r"^(?P<stem>.+)_x\d+(?:\.\d+)?$")
+
+
+def _is_earlier_output(path: Path) -> bool:
+    """Whether a file found in a folder or glob is realsr's own output (`<stem>_x<scale>.<ext>` beside an image
+    named `<stem>.*`), so that running again over a folder does not upscale its earlier outputs."""
+    match = _OUTPUT_STEM.match(path.stem)
+    if match is None:
+        return False
+    return any(
+        sibling.stem == match["stem"] and sibling.suffix.lower() in imageio.IMAGE_EXTENSIONS
+        for sibling in path.parent.glob(glob.escape(match["stem"]) + ".*")
+    )
 
 
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:
@@ -628,6 +646,7 @@ class _Pipeline:
         self.stopping = threading.Event()
         self.decoded: queue.Queue[_Job] = queue.Queue()
         self.decode_slot = threading.Semaphore(1)  # decode at most one image ahead of inference
+        self.claimed: dict[Path, Path] = {}  # output path -> the input writing it (only the decode thread uses it)
         self.to_encode: queue.Queue[_Job | None] = queue.Queue()
         self.done: queue.Queue[_Job] = queue.Queue()
         self.yielded = 0
@@ -681,6 +700,12 @@ class _Pipeline:
             photo = imageio.read_image(item.path, max_pixels=self.up.config.max_pixels)
             job.fmt = imageio.output_format_for(photo.format, self.fmt)
             job.dst = imageio.output_path(item.path, self.out_dir, self.up.scale, job.fmt, item.root)
+            claimed_by = self.claimed.setdefault(job.dst.resolve(), item.path)
+            if claimed_by != item.path:  # photo.jpg and photo.png in one folder, both written as photo_x4.png
+                raise InputError(
+                    f"{item.path}: its output {job.dst} is already the output of {claimed_by} in this batch "
+                    "(rename one of them, or keep each input's format with --format same)"
+                )
             job.timings["decode"] = time.perf_counter() - job.started
             if self.skip_existing and job.dst.exists():  # the real format differed from the extension's guess
                 job.result = UpscaleResult(src=item.path, status="skipped", dst=job.dst)

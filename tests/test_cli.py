@@ -208,3 +208,24 @@ def test_no_bundled_model_yet_says_to_pass_model(tmp_path, photo, monkeypatch):
     assert result.returncode == 3
     assert "--model" in result.stderr
     assert os.listdir(photo.parent) == ["photo.png"]
+
+
+def test_same_output_name_is_refused_not_overwritten(tmp_path, tiny_exports, photo):
+    Image.open(photo).convert("RGB").save(photo.with_suffix(".jpg"), quality=95)
+    out = tmp_path / "out"
+    result = realsr("upscale", photo.parent, "--model", tiny_exports["onnx"], "-o", out, "--format", "png", "--json")
+    assert result.returncode == 6, result.stderr
+    statuses = [json.loads(line)["status"] for line in result.stdout.splitlines()]
+    assert sorted(statuses) == ["failed", "ok"]
+    assert "already the output of" in result.stderr
+    assert files_under(out) == ["photo_x4.png"]
+
+
+def test_rerun_over_a_folder_skips_earlier_outputs(tmp_path, tiny_exports, photo):
+    first = realsr("upscale", photo.parent, "--model", tiny_exports["onnx"], "-q")
+    assert first.returncode == 0, first.stderr
+    assert sorted(os.listdir(photo.parent)) == ["photo.png", "photo_x4.png"]
+    again = realsr("upscale", photo.parent, "--model", tiny_exports["onnx"], "--json")
+    assert again.returncode == 0, again.stderr
+    assert [Path(json.loads(line)["input"]).name for line in again.stdout.splitlines()] == ["photo.png"]
+    assert sorted(os.listdir(photo.parent)) == ["photo.png", "photo_x4.png"]
