@@ -482,6 +482,15 @@ def save_checkpoint(
     return path
 
 
+def release_checkpoint(source: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write the shippable form of a trained checkpoint: the generators it holds (E, G_SR and G_t when trained), its
+    config and provenance, without optimizer or discriminator state (a fraction of the size)."""
+    nets = source.networks()
+    generators = {role: nets[role] for role in GENERATOR_ROLES if role in source.states}
+    provenance = {**source.provenance, "released_from": {"path": str(source.path), "sha256": source.sha256}}
+    return save_checkpoint(path, source.arch, generators, step=source.step, config=source.config, provenance=provenance)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -57,12 +57,14 @@ from realsr_cli.nets import (
     count_parameters,
     load_checkpoint,
     preset,
+    release_checkpoint,
     save_checkpoint,
 )
 from realsr_cli.runtime import cpu_count
 
 LAST = "last.pth"
 BEST = "best.pth"
+MODEL = "model.pth"  # generators + config of best.pth (else last.pth), written when a run completes
 LOG = "log.jsonl"
 PLOT = "loss.png"
 
@@ -488,7 +490,10 @@ class Trainer:
             raise
         finally:
             log.close()
-        self.report(TrainEvent("done", self.step, cfg.iters, {"wall_time_s": self.wall_time}, message=str(self.out / LAST)))
+        # the run's result in shippable form: the best validated weights when there were validations
+        chosen = self.out / BEST if (self.out / BEST).exists() else self.out / LAST
+        release_checkpoint(load_checkpoint(chosen), self.out / MODEL)
+        self.report(TrainEvent("done", self.step, cfg.iters, {"wall_time_s": self.wall_time}, message=str(self.out / MODEL)))
         return self.out / LAST
 
     def _report_start(self) -> None:

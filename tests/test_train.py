@@ -4,6 +4,8 @@ Ctrl-C, config strictness and warm start. Tiny nets and tiny images: every test 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import os
 import signal
 from dataclasses import asdict, replace
@@ -168,7 +170,27 @@ def test_cli_end_to_end_checkpoint_loads_and_upscales(tmp_path, folders, tiny_ar
     assert {"step_0000002.pth", "step_0000003.pth", "best.pth", "loss.png", "config.json"} <= {p.name for p in out.iterdir()}
     with Image.open(out / "loss.png") as plot:
         assert plot.format == "PNG" and plot.width > 400
-    assert load_checkpoint(out / "best.pth").provenance["best_val_psnr_y"] == max(r["val_psnr_y"] for r in vals)
+    best = load_checkpoint(out / "best.pth")
+    assert best.provenance["best_val_psnr_y"] == max(r["val_psnr_y"] for r in vals)
+
+    # the run's result: best.pth's generators and config, no optimizer or discriminator state
+    model = load_checkpoint(out / "model.pth")
+    assert set(model.states) == set(GENERATOR_ROLES) and model.optimizers == {}
+    for role in GENERATOR_ROLES:
+        assert _same(model.states[role], best.states[role]), role
+    assert model.provenance["released_from"]["sha256"] == best.sha256
+
+    # ... and it exports and upscales through the installed console script
+    realsr = Path(sys.executable).with_name("realsr")
+    exported = subprocess.run([str(realsr), "export", str(out / "model.pth"), "-o", str(tmp_path / "exp")],
+                              capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(tmp_path / "in.png")
+    upscaled = subprocess.run([str(realsr), "upscale", str(tmp_path / "in.png"), "--model", str(tmp_path / "exp" / "model.onnx"),
+                               "-o", str(tmp_path / "up"), "-q"], capture_output=True, text=True)
+    assert upscaled.returncode == 0, upscaled.stderr
+    with Image.open(tmp_path / "up" / "in_x4.png") as sr_image:
+        assert sr_image.size == (120, 80)
 
 
 def _run(cfg: TrainConfig, reporter=None) -> Trainer:
