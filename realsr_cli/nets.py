@@ -17,7 +17,7 @@ import copy
 import functools
 import hashlib
 import os
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -339,6 +339,31 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def flops_per_input_pixel(net: nn.Module, in_channels: int = 3) -> float:
+    """Floating-point operations (2 per multiply-add) the network spends per input pixel, counted from its
+    convolutions and linear layers on a probe input (activations, additions and the shuffle are not counted:
+    they are a rounding error beside the convolutions)."""
+    macs = 0
+
+    def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            macs += output.numel() * per_output
+        elif isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    size = 32
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, in_channels, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 2.0 * macs / (size * size)
+
+
 @functools.lru_cache(maxsize=16)
 def measure_receptive_field(arch: ArchConfig) -> int:
     """Radius in input pixels of the region whose pixels can change one output pixel of `SRNet`, found by probing.
@@ -471,8 +496,9 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    # a hidden name beside the target, so the rename is atomic; torch.save creates it with the user's umask
+    # (mkstemp would leave it readable by its owner only)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)

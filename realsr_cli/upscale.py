@@ -86,9 +86,10 @@ def resolve_model(model: str | os.PathLike | None, backend: str = "auto") -> Pat
         for name in names:
             if (folder / name).is_file():
                 return folder / name
+    looked = ", ".join(str(folder) for folder in default_model_dirs())
     raise InputError(
-        "no bundled model is installed yet (the trained default model comes in a later release); "
-        "pass --model with an exported .onnx or .ts file (make one with `realsr export CHECKPOINT -o DIR`)"
+        f"the bundled model ({' or '.join(names)}) is missing from {looked}: reinstall realsr, or pass --model "
+        "with an exported .onnx or .ts file (make one with `realsr export CHECKPOINT -o DIR`)"
     )
 
 

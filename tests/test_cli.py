@@ -199,15 +199,12 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, compact_exports, rng):
     assert not out.exists() or files_under(out) == []
 
 
-def test_no_bundled_model_yet_says_to_pass_model(tmp_path, photo, monkeypatch):
-    from realsr_cli import upscale
-
-    if any((d / f"{upscale.DEFAULT_MODEL_STEM}.onnx").exists() for d in upscale.default_model_dirs()):
-        pytest.skip("a bundled default model is installed")
-    result = realsr("upscale", photo)
-    assert result.returncode == 3
-    assert "--model" in result.stderr
-    assert os.listdir(photo.parent) == ["photo.png"]
+def test_bundled_model_is_the_default(photo):
+    result = realsr("upscale", photo, "-q")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(photo.parent)) == ["photo.png", "photo_x4.png"]
+    with Image.open(photo.parent / "photo_x4.png") as out:
+        assert out.size == (53 * 4, 37 * 4)
 
 
 def test_same_output_name_is_refused_not_overwritten(tmp_path, tiny_exports, photo):

@@ -11,6 +11,7 @@ from realsr_cli.nets import (
     build_generator,
     build_networks,
     count_parameters,
+    flops_per_input_pixel,
     load_checkpoint,
     measure_receptive_field,
     preset,
@@ -139,3 +140,11 @@ def test_unknown_preset_and_arch_keys():
         preset("huge")
     with pytest.raises(ModelError, match="unknown architecture keys: depth"):
         ArchConfig.from_dict({"depth": 3})
+
+
+def test_flops_per_input_pixel_matches_a_hand_count():
+    arch = ArchConfig(channels=8, encoder_blocks=0, sr_blocks=0, hr_channels=4)
+    c = 8
+    # conv_in 3->c, conv_out c->c, conv_body c->c, conv_up c->4*16 at LR; conv_hr 4->3 at 16 HR pixels per LR pixel
+    macs = 9 * (3 * c + c * c + c * c + c * 4 * 16) + 16 * 9 * 4 * 3
+    assert flops_per_input_pixel(build_generator(arch)) == 2 * macs

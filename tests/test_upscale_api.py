@@ -168,7 +168,7 @@ def test_bad_options_are_config_errors(tiny_exports):
 
 def test_missing_default_model_says_to_pass_model(monkeypatch, tmp_path):
     monkeypatch.setattr(upscale, "default_model_dirs", lambda: [tmp_path / "installed", tmp_path / "source"])
-    with pytest.raises(InputError, match="no bundled model is installed yet.*--model"):
+    with pytest.raises(InputError, match="bundled model .*is missing from .*installed.*--model"):
         Upscaler()
 
 
