@@ -75,14 +75,14 @@ def _table(report: EvalReport, model_name: str):
     "model_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="exported model to evaluate (.onnx or .ts, as `realsr export` writes)  [default: the bundled model]",
+    help="Exported model to evaluate (.onnx or .ts, as `realsr export` writes)  [default: the bundled model].",
 )
 @click.option(
     "--lr",
     "lr_dir",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="folder of low-resolution input images (subfolders included)",
+    help="Folder of low-resolution input images (subfolders included).",
 )
 @click.option(
     "--hr",
@@ -90,36 +90,36 @@ def _table(report: EvalReport, model_name: str):
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
     show_default=True,
-    help="folder of ground-truth HR images with the LR images' file names; none = NIQE alone",
+    help="Folder of ground-truth HR images with the LR images' file names; none = NIQE alone.",
 )
 @click.option(
-    "--niqe/--no-niqe", "with_niqe", default=True, show_default=True, help="also score naturalness (NIQE, no reference)"
+    "--niqe/--no-niqe", "with_niqe", default=True, show_default=True, help="Also score naturalness (NIQE, no reference)."
 )
 @click.option(
-    "--json", "as_json", is_flag=True, default=False, show_default=True, help="print the report as JSON on stdout"
+    "--json", "as_json", is_flag=True, default=False, show_default=True, help="Print the report as JSON on stdout."
 )
 @click.option(
     "--backend",
     type=click.Choice(["auto", "onnx", "torchscript"]),
     default="auto",
     show_default=True,
-    help="inference runtime; auto = whatever the model file is",
+    help="Inference runtime; auto = whatever the model file is.",
 )
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",
     show_default=True,
-    help="where the model runs; auto = CUDA when available",
+    help="Where the model runs; auto = CUDA when available.",
 )
 @click.option(
     "--tile",
     type=click.IntRange(min=0),
     default=512,
     show_default=True,
-    help="tile edge in input pixels; 0 = whole image",
+    help="Tile edge in input pixels; 0 = whole image.",
 )
-@click.option("--quiet", "-q", is_flag=True, default=False, show_default=True, help="no progress bar")
+@click.option("--quiet", "-q", is_flag=True, default=False, show_default=True, help="No progress bar.")
 def eval_command(
     model_path: Path | None,
     lr_dir: Path,

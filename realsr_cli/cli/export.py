@@ -30,7 +30,7 @@ def _parse_formats(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option(
-    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="folder for the exported files (created if missing)"
+    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the exported files (created if missing)."
 )
 @click.option(
     "--format",
@@ -38,10 +38,10 @@ def _parse_formats(ctx: click.Context, param: click.Parameter, value: str) -> tu
     default=",".join(FORMAT_CHOICES),
     show_default=True,
     callback=_parse_formats,
-    help="comma-separated formats to write: onnx, torchscript",
+    help="Comma-separated formats to write: onnx, torchscript.",
 )
-@click.option("--half", is_flag=True, help="also write an fp16 ONNX variant for GPUs (<name>.fp16.onnx, fp32 inputs and outputs)")
-@click.option("--name", "stem", default=None, help="file name stem of the exported files  [default: the checkpoint's stem]")
+@click.option("--half", is_flag=True, help="Also write an fp16 ONNX variant for GPUs (<name>.fp16.onnx, fp32 inputs and outputs).")
+@click.option("--name", "stem", default=None, help="File name stem of the exported files. Default: the checkpoint's stem.")
 def export(checkpoint: str, out_dir: str, formats: tuple[str, ...], half: bool, stem: str | None) -> None:
     """Export CHECKPOINT's upscaling network to ONNX (<name>.onnx) and TorchScript (<name>.ts).
 
