@@ -291,15 +291,6 @@ class Upscaler:
             scale_hint=scale_hint,
             max_pixels=max_pixels,
         )
-        self._init(config, notice)
-
-    @classmethod
-    def from_config(cls, config: UpscaleConfig, notice: Notice | None = None) -> Upscaler:
-        self = cls.__new__(cls)
-        self._init(config, notice)
-        return self
-
-    def _init(self, config: UpscaleConfig, notice: Notice | None) -> None:
         self.config = config
         self._notice = notice or (lambda message: None)
         path = resolve_model(config.model, config.backend)

@@ -57,18 +57,10 @@ def upscale(ctx, inputs, out_dir, scale, model, backend, device, tile, overlap, 
     """
     from realsr_cli.upscale import Upscaler, expand_inputs
 
-    config = UpscaleConfig(
-        model=model,
-        backend=backend,
-        device=device,
-        tile=TileConfig(tile=tile, overlap=overlap, batch=batch),
-        scale=scale,
-        scale_hint=scale_hint,
-        max_pixels=max_pixels,
-    )
     items = expand_inputs(inputs, recursive)
     started = time.perf_counter()
-    with Upscaler.from_config(config, notice=lambda msg: console.print(f"[yellow]notice:[/] {escape(msg)}")) as up:
+    with Upscaler(model, backend=backend, device=device, tile=tile, overlap=overlap, batch=batch, scale=scale,
+                  scale_hint=scale_hint, max_pixels=max_pixels, notice=_notice) as up:
         if not quiet:
             console.print(
                 f"model {escape(up.model_path.name)} (x{up.native_scale}, {up.spec.architecture}) on "
@@ -96,6 +88,10 @@ def upscale(ctx, inputs, out_dir, scale, model, backend, device, tile, overlap, 
     if failed:
         # a single input keeps its own error's exit code; a batch says "some failed"
         ctx.exit(failed[0].exit_code if len(results) == 1 else EXIT_SOME_FAILED)
+
+
+def _notice(message: str) -> None:
+    console.print(f"[yellow]notice:[/] {escape(message)}")
 
 
 def _progress(quiet: bool) -> Progress:
