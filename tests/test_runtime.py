@@ -2,6 +2,7 @@
 selection and fallback (simulated: no GPU here), fp16 handling, and ONNX == TorchScript == eager."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -272,11 +273,16 @@ def fake_cuda(monkeypatch):
     return FakeCudaSession
 
 
-def test_cuda_prefers_the_fp16_sibling(tmp_path, tiny_exports, fake_cuda, capfd):
+def fp32_with_fp16_sibling(tmp_path, exports) -> Path:
+    """model.onnx with its model.fp16.onnx beside it, as `realsr export --half` writes them; returns the fp32 path."""
     folder = tmp_path / "m"
     folder.mkdir()
-    fp32 = shutil.copy(tiny_exports["onnx"], folder / "model.onnx")
-    shutil.copy(tiny_exports["onnx_fp16"], folder / "model.fp16.onnx")
+    shutil.copy(exports["onnx_fp16"], folder / "model.fp16.onnx")
+    return shutil.copy(exports["onnx"], folder / "model.onnx")
+
+
+def test_cuda_prefers_the_fp16_sibling(tmp_path, tiny_exports, fake_cuda, capfd):
+    fp32 = fp32_with_fp16_sibling(tmp_path, tiny_exports)
     seen, notice = notices()
     backend = open_backend(fp32, notice=notice)
     assert backend.device == "cuda" and backend.path.name == "model.fp16.onnx"
@@ -298,10 +304,7 @@ def test_cuda_session_that_falls_back_to_cpu_is_detected(tmp_path, tiny_exports,
             return ["CPUExecutionProvider"]
 
     monkeypatch.setattr(ort, "InferenceSession", SilentFallback)
-    folder = tmp_path / "m"
-    folder.mkdir()
-    fp32 = shutil.copy(tiny_exports["onnx"], folder / "model.onnx")
-    shutil.copy(tiny_exports["onnx_fp16"], folder / "model.fp16.onnx")
+    fp32 = fp32_with_fp16_sibling(tmp_path, tiny_exports)
     seen, notice = notices()
     backend = open_backend(fp32, notice=notice)
     # CUDA was tried with the fp16 sibling, then the CPU session uses the fp32 file
