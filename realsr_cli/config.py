@@ -12,6 +12,11 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from realsr_cli.errors import ConfigError
 
 
+LARGE_PHOTO_PIXELS = 4_000_000
+SMALL_PHOTO_TILE = 544
+LARGE_PHOTO_TILE = 384
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """How an image is cut into fixed-shape tiles for the backend and blended back.
@@ -20,7 +25,8 @@ class TileConfig:
     tiny `tile` is raised to that; the plan (`realsr_cli.tiling.plan_tiles`) reports the shape actually used.
     """
 
-    tile: int = 512  # tile edge in input pixels; 0 = the whole image in one piece
+    tile: int | None = None  # tiles hold at most tile x tile input pixels (balanced ones may be oblong); 0 = the
+    # whole image; None = by photo size (`tile_for`)
     overlap: int | None = None  # input pixels shared by neighbouring tiles; None = derived from the model's receptive field
     batch: int = 1  # tiles per forward call; on 2 CPU cores batch 1 is as fast as larger batches
     # shrink tiles to the smallest equal shape that covers the image with the same tile count (less redundant work);
@@ -29,12 +35,24 @@ class TileConfig:
     balance: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.tile < 0:
+        if self.tile is not None and self.tile < 0:
             raise ConfigError(f"tile must be 0 (whole image) or a positive number of pixels, got {self.tile}")
         if self.overlap is not None and self.overlap < 0:
             raise ConfigError(f"overlap must not be negative, got {self.overlap}")
         if self.batch < 1:
             raise ConfigError(f"batch must be at least 1 tile, got {self.batch}")
+
+
+    def tile_for(self, pixels: int) -> int:
+        """The tile size for a photo of `pixels` input pixels: `tile` when set, else by photo size.
+
+        Up to 4 MP the output is small, so tiles may be large: 544 lets a 1 MP photo run as 2x2 tiles with 8%
+        overlap work. Above it the output canvas dominates memory (768 MB for 12 MP at x4), so tiles shrink to 384
+        to keep a 12 MP photo within 1.5 GB (the compact model's activations take about 4 KB per tile pixel).
+        """
+        if self.tile is not None:
+            return self.tile
+        return SMALL_PHOTO_TILE if pixels <= LARGE_PHOTO_PIXELS else LARGE_PHOTO_TILE
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,8 @@ class UpscaleConfig:
     model: str | None = None  # exported .onnx/.ts file; None = the bundled default model
     backend: str = "auto"  # auto (whatever the model file is; ONNX for the bundled model), onnx or torchscript
     device: str = "auto"  # auto (CUDA when it really loads, else CPU), cpu or cuda
+    # auto: fp16 on CUDA, bf16 for TorchScript on CPUs with native bf16 (where the model supports half), else fp32
+    precision: str = "auto"
     tile: TileConfig = TileConfig()
     scale: float | None = None  # output scale, 1 to the model's native scale; None = native
     scale_hint: int | None = None  # the native scale a model made elsewhere should have (checked by a probe run)
@@ -55,6 +75,8 @@ class UpscaleConfig:
             raise ConfigError(f"unknown backend {self.backend!r}; choose one of auto, onnx, torchscript")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose one of auto, cpu, cuda")
+        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of auto, fp32, fp16, bf16")
         if self.scale is not None and not self.scale >= 1:  # also refuses NaN
             raise ConfigError(f"scale must be at least 1 (the input size), got {self.scale:g}")
         if self.scale_hint is not None and self.scale_hint < 1:
@@ -101,6 +123,7 @@ class LossWeights:
     Defaults are method.md's (from a public re-implementation; the paper gives none). `alpha` and `beta` weight the
     perceptual (VGG19 conv5_4) and adversarial (LSGAN against D_HR) terms inside L_rec and L_cyc. A weight of 0 turns
     its term off and with it every network only that term needs (alpha = 0: no VGG; beta = 0: no D_HR; ...).
+    `grid` weights L_grid, which is not the paper's (losses.l_grid): + grid*L_grid, off by default.
     """
 
     rec: float = 1.0
@@ -111,6 +134,9 @@ class LossWeights:
     cyc: float = 1.0
     alpha: float = 0.01
     beta: float = 0.01
+    # L_grid (losses.l_grid), this project's addition: penalises the sub-pixel grid of G_SR's outputs, on source,
+    # cycle and real target crops alike
+    grid: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -146,6 +172,9 @@ class OptimConfig:
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
 
+STY_INPUTS = ("image", "highpass")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything `realsr train` needs; `Trainer(cfg).fit()` takes this and nothing else.
@@ -176,6 +205,10 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     amp: str = "auto"  # mixed precision: "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16", "fp16"
     threads: int = 0  # CPU threads for torch; 0 = one per available core
+    # what D_t judges in L_sty: "image" (the paper) or "highpass" (the image minus its 5x5 box blur: blur, noise and
+    # sharpening but not colour; with whole images, G_t also copies the target photos' colour cast, and G_SR
+    # learns to undo a cast that real inputs do not have)
+    sty_input: str = "image"
     weights: LossWeights = field(default_factory=LossWeights)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -188,6 +221,8 @@ class TrainConfig:
         for key in ("workers", "seed", "val_every", "keep_checkpoints", "threads"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        if self.sty_input not in STY_INPUTS:
+            raise ConfigError(f"sty_input must be one of {', '.join(STY_INPUTS)}, got {self.sty_input!r}")
         if self.amp not in AMP_CHOICES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
 

@@ -64,9 +64,11 @@ class Photo:
     """A decoded photo, upright, with everything needed to write the upscaled result back faithfully."""
 
     rgb: np.ndarray
-    """(H, W, 3) float32 in [0, 1], EXIF orientation applied; grayscale is replicated to three channels."""
+    """(H, W, 3) uint8 or uint16 as decoded (uint16 for 16-bit sources), EXIF orientation applied; grayscale is
+    replicated to three channels. Possibly a read-only view: integer pixels are a quarter (uint8) of a float copy's
+    memory, and the tiler converts them tile by tile."""
     alpha: np.ndarray | None
-    """(H, W) float32 in [0, 1] (1 = opaque), or None when the source has no transparency."""
+    """(H, W), the dtype of `rgb` (its maximum = opaque), or None when the source has no transparency."""
     bit_depth: int
     """8 or 16: the integer depth the output keeps (16 for 16-bit PNG/TIFF and uint16/float arrays)."""
     grayscale: bool
@@ -354,14 +356,12 @@ def _read_exif(im: Image.Image, warnings: list[str]) -> tuple[int, bytes | None]
 
 
 def _finish(color, alpha, gray, orientation, exif, icc, fmt, warnings) -> Photo:
-    """Orient integer pixels (H, W, 1|3) and alpha (H, W), then scale them to float32 [0, 1]."""
-    color = _orient(color, orientation)
-    top = np.float32(1 / np.iinfo(color.dtype).max)
-    rgb = np.multiply(color, top, dtype=np.float32)
+    """Orient integer pixels (H, W, 1|3) and alpha (H, W) of the same dtype; gray is replicated as a view."""
+    rgb = _orient(color, orientation)
     if rgb.shape[2] == 1:
-        rgb = np.repeat(rgb, 3, axis=2)
+        rgb = np.broadcast_to(rgb, (*rgb.shape[:2], 3))
     if alpha is not None:
-        alpha = np.multiply(_orient(alpha, orientation), top, dtype=np.float32)
+        alpha = _orient(alpha, orientation)
     return Photo(
         rgb=rgb,
         alpha=alpha,
@@ -426,20 +426,11 @@ def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     float32 band by band (no float copy of the whole image, 16 bits kept), then rounded and clipped.
     """
     planes = pixels[..., None] if pixels.ndim == 2 else pixels
-    out = _resize(planes, size, pixels.dtype, gain=1.0)
+    out = _resize(planes, size, pixels.dtype)
     return out[..., 0] if pixels.ndim == 2 else out
 
 
-def resize_alpha(alpha: np.ndarray, size: tuple[int, int], bit_depth: int) -> np.ndarray:
-    """Lanczos-resize an (H, W) float alpha in [0, 1] to `size` = (width, height), as uint8/uint16 for `bit_depth`.
-
-    The alpha channel is not seen by the model: this is how it reaches the output size.
-    """
-    dtype = np.uint16 if bit_depth == 16 else np.uint8
-    return _resize(alpha[..., None], size, dtype, gain=float(np.iinfo(dtype).max))[..., 0]
-
-
-def _resize(planes: np.ndarray, size: tuple[int, int], dtype, gain: float) -> np.ndarray:
+def _resize(planes: np.ndarray, size: tuple[int, int], dtype) -> np.ndarray:
     src_h, src_w, channels = planes.shape
     width, height = size
     out = np.empty((height, width, channels), dtype)
@@ -454,8 +445,6 @@ def _resize(planes: np.ndarray, size: tuple[int, int], dtype, gain: float) -> np
         s0, s1 = max(0, math.floor(first) - margin), min(src_h, math.ceil(last) + margin)
         for c in range(channels):
             band = planes[s0:s1, :, c].astype(np.float32)
-            if gain != 1.0:
-                band *= np.float32(gain)
             # a box inside the band gives the same weights as the whole image: the band holds the filter's reach
             resized = Image.fromarray(band).resize(
                 (width, y1 - y0), Image.Resampling.LANCZOS, box=(0, first - s0, src_w, last - s0)
@@ -477,6 +466,33 @@ def compose(pixels: np.ndarray, alpha: np.ndarray | None = None, grayscale: bool
     for y0, band in _bands(pixels, alpha, grayscale, pixels.dtype, flatten=False):
         out[y0 : y0 + len(band)] = band
     return out
+
+
+def new_canvas(height: int, width: int, dtype, fmt: str | None = None) -> np.ndarray:
+    """An uninitialised (H, W, 3) array for upscaled pixels, laid out for the encoder of `fmt` when that saves memory.
+
+    For 8-bit JPEG it is the RGB view of an (H, W, 4) RGBX buffer: Pillow keeps RGB images at 4 bytes per pixel,
+    so an (H, W, 3) array would be copied whole before encoding (768 MB more for a 192-megapixel output), while
+    RGBX memory is encoded where it lies (`write_image` recognises the view). Other formats get a plain array.
+    """
+    if fmt == "JPEG" and np.dtype(dtype) == np.uint8:
+        return np.empty((height, width, 4), np.uint8)[..., :3]
+    return np.empty((height, width, 3), dtype)
+
+
+def _rgbx_image(pixels: np.ndarray) -> Image.Image | None:
+    """A Pillow RGBX image sharing the memory of a `new_canvas` RGBX view, or None when `pixels` is not one."""
+    base = pixels.base
+    if (
+        pixels.dtype != np.uint8
+        or not isinstance(base, np.ndarray)
+        or base.shape != (*pixels.shape[:2], 4)
+        or not base.flags.c_contiguous
+        or pixels.__array_interface__["data"][0] != base.__array_interface__["data"][0]
+    ):
+        return None
+    height, width = pixels.shape[:2]
+    return Image.frombuffer("RGBX", (width, height), base, "raw", "RGBX", 0, 1)
 
 
 def to_pil(pixels: np.ndarray, alpha: np.ndarray | None = None, grayscale: bool = False) -> Image.Image:
@@ -632,7 +648,11 @@ def write_image(
         elif fmt == "PNG" and pixels.dtype == np.uint16:
             _write_png16(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level)
         else:
-            image = _to_pil(pixels, alpha, grayscale, flatten)
+            image = None
+            if fmt == "JPEG" and alpha is None and not grayscale:
+                image = _rgbx_image(pixels)  # no copy: JPEG encodes RGBX as RGB
+            if image is None:
+                image = _to_pil(pixels, alpha, grayscale, flatten)
             options = {"icc_profile": icc_profile, "exif": exif or b""}
             if fmt == "JPEG":
                 options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
@@ -778,8 +798,11 @@ def read_rgb8(path: str | os.PathLike) -> np.ndarray:
     white, as a JPEG output flattens it. Raises InputError naming the file when it cannot be read.
     """
     photo = read_image(path, max_pixels=DATASET_MAX_PIXELS)
-    rgb = photo.rgb  # (H, W, 3) float32 in [0, 1]
+    if photo.rgb.dtype == np.uint8 and photo.alpha is None:
+        return np.array(photo.rgb)  # an own, writable copy: the decoded pixels may be a read-only view
+    scale = np.float32(1 / np.iinfo(photo.rgb.dtype).max)
+    rgb = np.multiply(photo.rgb, scale, dtype=np.float32)
     if photo.alpha is not None:
-        alpha = photo.alpha[..., None]
+        alpha = np.multiply(photo.alpha, scale, dtype=np.float32)[..., None]
         rgb = rgb * alpha + (1.0 - alpha)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return quantize(rgb, 8)

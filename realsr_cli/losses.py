@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Score = Callable[[Tensor], Tensor]
@@ -104,6 +105,40 @@ def l_sty_disc(fake_score: Tensor, real_score: Tensor) -> Tensor:
 def l_idt(source_features: Tensor, cycle_features: Tensor) -> Tensor:
     """L_idt = |E(x_s) - E(G_t(E(x_s)))|_1: x_{s->t} has x_s's content, so its degradation-free features must match."""
     return l1(source_features, cycle_features)
+
+
+_LUMA_8BIT = (0.299 * 255, 0.587 * 255, 0.114 * 255)  # BT.601 luma of a [0, 1] RGB image, in 8-bit levels
+
+
+def l_grid(sr: Tensor, period: int = 4) -> Tensor:
+    """L_grid, this project's addition (not the paper's): the sub-pixel grid of an x`period` SR output.
+
+    Per image: high-pass the luma (minus its 5x5 box mean, edges mirrored as gridscore.py does), average it over each of the
+    period x period output positions (y mod period, x mod period), and take the spread of those means; the loss
+    is its mean over the batch. This is the grid score of shared/tools/gridscore.py, in 8-bit luma levels, made
+    differentiable: natural images score ~0.1, a PixelShuffle checkerboard far more. Adversarial and style
+    terms reward that periodic texture (and NIQE scores it as detail), so this term keeps it out. `sr` (N, 3, H, W)
+    with H and W multiples of `period` (crops are cut on the scale grid, so position mod period is the phase).
+    """
+    x = sr.float()
+    luma = (x[:, 0] * _LUMA_8BIT[0] + x[:, 1] * _LUMA_8BIT[1] + x[:, 2] * _LUMA_8BIT[2]).unsqueeze(1)
+    high = highpass(luma).squeeze(1)  # (N, H, W)
+    n, h, w = high.shape
+    phases = high.reshape(n, h // period, period, w // period, period).mean(dim=(1, 3)).reshape(n, -1)
+    # sqrt(var + eps), not std: std's gradient is undefined where all phases agree
+    return (phases.var(dim=1, unbiased=False) + 1e-8).sqrt().mean()
+
+
+def highpass(images: Tensor) -> Tensor:
+    """Images minus their 5x5 box mean (edges mirrored as gridscore.py does), per channel: (N, C, H, W) -> same."""
+    blurred = F.avg_pool2d(_pad_symmetric(images, 2), 5, stride=1)
+    return images - blurred
+
+
+def _pad_symmetric(x: Tensor, pad: int) -> Tensor:
+    """Mirror-pad the last two dims including the edge pixel (numpy's "symmetric"; torch's "reflect" skips it)."""
+    x = torch.cat([x[..., :pad, :].flip(-2), x, x[..., -pad:, :].flip(-2)], dim=-2)
+    return torch.cat([x[..., :pad].flip(-1), x, x[..., -pad:].flip(-1)], dim=-1)
 
 
 def generator_objective(terms: dict[str, Tensor], weights) -> Tensor:

@@ -9,6 +9,7 @@ importing this module, and running ONNX models, never imports torch.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -32,6 +33,8 @@ Notice = Callable[[str], None]
 
 BACKENDS = ("auto", "onnx", "torchscript")
 DEVICES = ("auto", "cpu", "cuda")
+# auto: fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16, where the model supports half precision
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 FP16_SUFFIX = ".fp16.onnx"
 
 # probe sizes for models made elsewhere: for each candidate size multiple m, odd multiples of m (so an input of
@@ -50,6 +53,7 @@ class Backend(Protocol):
     spec: ModelSpec
     name: str  # "onnx" or "torchscript"
     device: str  # "cpu" or "cuda"
+    precision: str  # "fp32", "fp16" or "bf16": the arithmetic the model runs in (inputs and outputs stay fp32)
     path: Path  # the file actually loaded (an fp16/fp32 sibling may stand in for the one asked for)
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
@@ -115,6 +119,7 @@ def open_backend(
     backend: str = "auto",
     device: str = "auto",
     *,
+    precision: str = "auto",
     scale_hint: int | None = None,
     notice: Notice | None = None,
 ) -> Backend:
@@ -124,8 +129,10 @@ def open_backend(
     the file. `device="auto"` uses CUDA when a GPU is present and the provider really loads, "cuda" insists on
     trying; either falls back to CPU with one `notice`. fp16 ONNX runs only on CUDA: on CPU a sibling fp32 file
     `<stem>.onnx` stands in (with a notice); on CUDA a sibling `<stem>.fp16.onnx` is preferred when the model
-    supports half precision. Models without realsr metadata are probed for their scale and size multiple;
-    `scale_hint` must agree with the found scale.
+    supports half precision. `precision` "auto" runs fp16 on CUDA and bf16 for TorchScript on a CPU with native
+    bf16 (AVX512-BF16 or AMX), both only for realsr models that support half precision, fp32 otherwise; an explicit
+    fp16 needs CUDA and bf16 needs TorchScript. Models without realsr metadata are probed for their scale and size
+    multiple; `scale_hint` must agree with the found scale.
 
     Raises ConfigError (unknown backend/device, backend that does not match the file), InputError (missing,
     empty, corrupt or truncated file; a training checkpoint), ModelError (not a 3-channel SR model, scale
@@ -135,6 +142,8 @@ def open_backend(
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if scale_hint is not None and scale_hint < 1:
         raise ConfigError(f"scale hint must be a positive integer, got {scale_hint}")
     path = Path(path)
@@ -145,8 +154,17 @@ def open_backend(
         )
     notice = notice or (lambda message: None)
     if kind == "onnx":
-        return OnnxBackend.open(path, device, scale_hint=scale_hint, notice=notice)
-    return TorchScriptBackend.open(path, device, scale_hint=scale_hint, notice=notice)
+        if precision == "bf16":
+            raise ConfigError(
+                f"{path.name}: bf16 runs with TorchScript only (ONNX Runtime has no bf16 convolutions on CPU); "
+                "pass the .ts model or another --precision"
+            )
+        return OnnxBackend.open(path, device, precision=precision, scale_hint=scale_hint, notice=notice)
+    return TorchScriptBackend.open(path, device, precision=precision, scale_hint=scale_hint, notice=notice)
+
+
+def _fp16_needs_cuda(path: Path) -> ConfigError:
+    return ConfigError(f"{path.name}: fp16 runs only on CUDA, and this run is on CPU; use --precision auto or fp32")
 
 
 def _first_line(err: BaseException) -> str:
@@ -214,6 +232,32 @@ def _probe_size(multiple: int) -> tuple[int, int]:
     k = max(1, math.ceil(16 / multiple))
     k += 1 - k % 2  # odd
     return multiple * k, multiple * (k + 2)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo without importing
+    torch; False where that file does not exist."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def preferred_backend(device: str = "auto", precision: str = "auto") -> str:
+    """The backend that runs a realsr model fastest here, for a bundled model that ships both files.
+
+    TorchScript in bf16 on a CPU with native bf16 (about twice ONNX Runtime's fp32 speed there, see the README's
+    performance section), when torch is installed and no GPU is in play; ONNX Runtime everywhere else (it starts
+    faster, without torch, and runs CUDA with fp16).
+    """
+    wants_cpu_bf16 = precision in ("auto", "bf16") and device != "cuda" and not (device == "auto" and _gpu_present())
+    if wants_cpu_bf16 and cpu_has_native_bf16() and importlib.util.find_spec("torch") is not None:
+        return "torchscript"
+    return "onnx"
 
 
 def _gpu_present() -> bool:
@@ -315,6 +359,7 @@ class OnnxBackend:
         half_input: bool,
         fixed_batch: int | None,
         clamp: bool,
+        precision: str,
     ) -> None:
         self._session = session
         self.path = path
@@ -325,9 +370,12 @@ class OnnxBackend:
         self._half_input = half_input  # the graph takes float16 (a foreign fp16 model); ours keep fp32 inputs
         self.fixed_batch = fixed_batch
         self._clamp = clamp  # realsr exports clamp inside the graph; foreign models may not
+        self.precision = precision
 
     @classmethod
-    def open(cls, path: Path, device: str = "auto", *, scale_hint: int | None = None, notice: Notice) -> OnnxBackend:
+    def open(
+        cls, path: Path, device: str = "auto", *, precision: str = "auto", scale_hint: int | None = None, notice: Notice
+    ) -> OnnxBackend:
         ort = _import_ort()
         info = _OnnxInfo.read(path)
         cuda, reason = _cuda_choice(ort, device)
@@ -338,13 +386,19 @@ class OnnxBackend:
         if cuda:
             # on CUDA prefer the fp16 sibling of an fp32 realsr model that supports half precision
             sibling = _fp16_sibling(path)
-            if not info.fp16 and info.spec is not None and info.spec.supports_half and sibling and sibling.is_file():
+            half_ok = info.spec is not None and info.spec.supports_half
+            wants_half = precision == "fp16" or (precision == "auto" and half_ok)
+            if not info.fp16 and wants_half and sibling and sibling.is_file():
                 chosen = sibling
+            elif info.fp16 and precision == "fp32":
+                chosen = _fp32_sibling_or_fail(path, notice, on_cuda=True)
             session, failure = _cuda_session(ort, chosen)
             if session is None:
                 notice(f"CUDA not available ({failure}): running on CPU")
                 chosen = path
         if session is None:
+            if precision == "fp16":
+                raise _fp16_needs_cuda(path)
             if info.fp16:  # fp16 never runs on CPU: an fp32 sibling stands in, or we stop
                 chosen = _fp32_sibling_or_fail(path, notice)
             session = _cpu_session(ort, chosen)
@@ -365,6 +419,7 @@ class OnnxBackend:
             half_input=info.elem == "FLOAT16",
             fixed_batch=info.dims[0] or None,
             clamp=spec is None,  # realsr exports clamp inside the graph
+            precision="fp16" if info.fp16 else "fp32",
         )
         if spec is None:
             h, w = info.dims[2:]
@@ -442,13 +497,15 @@ def _fp16_sibling(path: Path) -> Path | None:
     return path.with_name(path.name[: -len(".onnx")] + FP16_SUFFIX)
 
 
-def _fp32_sibling_or_fail(path: Path, notice: Notice) -> Path:
+def _fp32_sibling_or_fail(path: Path, notice: Notice, on_cuda: bool = False) -> Path:
+    """The fp32 `<stem>.onnx` beside an fp16 model: on CPU (fp16 never runs there) or on CUDA with fp32 asked for."""
+    reason = "--precision fp32 asked for" if on_cuda else "fp16 models run only on CUDA"
     if path.name.endswith(FP16_SUFFIX):
         sibling = path.with_name(path.name[: -len(FP16_SUFFIX)] + ".onnx")
         if sibling.is_file():
-            notice(f"fp16 models run only on CUDA: using {sibling.name} on CPU")
+            notice(f"{reason}: using {sibling.name} on {'CUDA' if on_cuda else 'CPU'}")
             return sibling
-    raise ModelError(f"{path}: fp16 models run only on CUDA; pass the fp32 model (export without --half) for CPU")
+    raise ModelError(f"{path}: {reason}; pass the fp32 model (export without --half)")
 
 
 def _cuda_choice(ort, device: str) -> tuple[bool, str]:
@@ -463,7 +520,8 @@ def _cuda_choice(ort, device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def _session_options(ort) -> onnxruntime.SessionOptions:
+def session_options(ort) -> onnxruntime.SessionOptions:
+    """The SessionOptions every realsr session uses (also the benchmark's reference convolution, for a fair ratio)."""
     so = ort.SessionOptions()
     # ORT_ENABLE_ALL includes the NCHWc layout transform, which is where the CPU speed comes from (runtime.md)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -472,6 +530,10 @@ def _session_options(ort) -> onnxruntime.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # don't spin idle threads between runs: decoding, blending and encoding share the cores
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # no CPU arena: it keeps its high-water mark for the session's life (+930 MB at a 512 px tile of the compact
+    # model), while a tile's activations are few and large, so plain allocations cost nothing measurable.
+    # The memory pattern stays on: without it a 12 MP photo peaked higher (2114 MiB against about 1650)
+    so.enable_cpu_mem_arena = False
     so.log_severity_level = 4  # every failure reaches the caller as an exception: no log lines on stderr
     return so
 
@@ -479,7 +541,7 @@ def _session_options(ort) -> onnxruntime.SessionOptions:
 def _cpu_session(ort, path: Path):
     try:
         with _ort_quiet(ort):
-            return ort.InferenceSession(str(path), _session_options(ort), providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
         raise InputError(f"{path}: onnxruntime cannot load the model ({_first_line(err)})") from err
 
@@ -496,7 +558,7 @@ def _cuda_session(ort, path: Path):
                     ort.preload_dlls()
             session = ort.InferenceSession(
                 str(path),
-                _session_options(ort),
+                session_options(ort),
                 providers=[("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"],
             )
     except Exception as err:
@@ -509,6 +571,26 @@ def _cuda_session(ort, path: Path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # TorchScript
+
+
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names: torch is imported lazily
+
+
+def _torch_precision(torch, precision: str, cuda: bool, spec: ModelSpec | None, path: Path, notice: Notice) -> str:
+    """The precision a TorchScript model runs in (see `open_backend`)."""
+    if precision == "fp16" and not cuda:
+        raise _fp16_needs_cuda(path)
+    native_bf16 = cuda or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if precision == "bf16" and not native_bf16:
+        notice("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 runs slower than fp32 here")
+    if precision != "auto":
+        return precision
+    # reduced precision only where export measured that the model holds up in it
+    if spec is None or not spec.supports_half:
+        return "fp32"
+    if cuda:
+        return "fp16"
+    return "bf16" if native_bf16 else "fp32"
 
 
 def _import_torch():
@@ -524,18 +606,18 @@ class TorchScriptBackend:
 
     name = "torchscript"
 
-    def __init__(self, module, path: Path, spec: ModelSpec, device: str, *, half: bool, clamp: bool) -> None:
+    def __init__(self, module, path: Path, spec: ModelSpec, device: str, *, precision: str, clamp: bool) -> None:
         self._module = module
         self.path = path
         self.spec = spec
         self.device = device
-        self._half = half
+        self.precision = precision
         self._clamp = clamp
         self.fixed_batch = None
 
     @classmethod
     def open(
-        cls, path: Path, device: str = "auto", *, scale_hint: int | None = None, notice: Notice
+        cls, path: Path, device: str = "auto", *, precision: str = "auto", scale_hint: int | None = None, notice: Notice
     ) -> TorchScriptBackend:
         torch = _import_torch()
         cuda = False
@@ -565,12 +647,11 @@ class TorchScriptBackend:
             torch.set_num_threads(cpu_count())
             with contextlib.suppress(RuntimeError):  # settable only before the first parallel work
                 torch.set_num_interop_threads(1)
-        half = cuda and spec is not None and spec.supports_half
-        if half:
-            module = module.half()
+        precision = _torch_precision(torch, precision, cuda, spec, path, notice)
+        module = module.to(getattr(torch, _TORCH_DTYPES[precision]))
         if not cuda:
             module = module.to(memory_format=torch.channels_last)  # see runtime.md: channels-last is faster on CPU
-        backend = cls(module, path, spec or ModelSpec(scale=1), target, half=half, clamp=spec is None)
+        backend = cls(module, path, spec or ModelSpec(scale=1), target, precision=precision, clamp=spec is None)
         if spec is None:
             backend.spec = _check_spec(probe_spec(backend._run, path), path, scale_hint)
         return backend
@@ -590,10 +671,9 @@ class TorchScriptBackend:
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
             if self.device == "cuda":
                 x = x.to("cuda", non_blocking=True)
-                if self._half:
-                    x = x.half()
             else:
                 x = x.contiguous(memory_format=torch.channels_last)
+            x = x.to(getattr(torch, _TORCH_DTYPES[self.precision]))
             y = self._module(x)
             if self._clamp:
                 y = y.clamp(0.0, 1.0)

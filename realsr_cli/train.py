@@ -38,11 +38,13 @@ from realsr_cli.data import Batch, TrainingData, load_val_pairs
 from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
 from realsr_cli.losses import (
     generator_objective,
+    highpass,
     l_adv_disc,
     l_align_disc,
     l_align_encoder,
     l_cyc,
     l_fea,
+    l_grid,
     l_idt,
     l_rec,
     l_res,
@@ -283,7 +285,8 @@ class Trainer:
         self.report(TrainEvent("warning", self.step, self.cfg.iters, message=message))
 
     def _check_resumable(self, ckpt) -> None:
-        old = ckpt.config
+        # through TrainConfig, so keys added since the run started compare as their defaults
+        old = TrainConfig.from_dict(ckpt.config, f"{ckpt.path}: config").to_dict()
         differing = [k for k in config_differences(old, self.cfg.to_dict()) if k.split(".")[0] not in RESUME_MUTABLE_KEYS]
         if differing:
             new = self.cfg.to_dict()
@@ -375,16 +378,25 @@ class Trainer:
                     terms["l_align"] = l_align_encoder(feature_disc(target_feat), feature_disc(source_feat))
                 if w.res:
                     terms["l_res"] = l_res(target_lr, lr_decoder(target_feat))
+                cycle_sr = None
                 fake_target_lr = lr_decoder(source_feat) if (w.sty or w.idt or w.cyc) else None  # x_{s->t}
                 if w.sty:
-                    terms["l_sty"] = l_sty_generator(lr_disc(fake_target_lr))
+                    terms["l_sty"] = l_sty_generator(lr_disc(self._sty_view(fake_target_lr)))
                 if w.idt or w.cyc:
                     cycle_feat = encoder(fake_target_lr)  # E(x_{s->t})
                     if w.idt:
                         terms["l_idt"] = l_idt(source_feat, cycle_feat)
                     if w.cyc:
                         # L_cyc: x_s -> x_{s->t} -> SR should recover y_s
-                        terms["l_cyc"] = l_cyc(source_hr, sr_decoder(cycle_feat), **sr_terms)
+                        cycle_sr = sr_decoder(cycle_feat)
+                        terms["l_cyc"] = l_cyc(source_hr, cycle_sr, **sr_terms)
+                if w.grid:
+                    # every output G_SR makes, and the SR of the real target photos too: the grid shows most on
+                    # real inputs, whose SR no other term computes
+                    outputs = [sr] + ([cycle_sr] if cycle_sr is not None else [])
+                    if target_feat is not None:
+                        outputs.append(sr_decoder(target_feat))
+                    terms["l_grid"] = sum(l_grid(o, self.arch.scale) for o in outputs) / len(outputs)
             loss = generator_objective(terms, w)
             self._update([r for r in GENERATOR_ROLES if r in n], loss, "generator")
         finally:
@@ -398,6 +410,12 @@ class Trainer:
         terms = {"loss_g": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
         return terms, fakes
 
+    def _sty_view(self, lr: Tensor) -> Tensor:
+        """What D_t sees of an LR image: the image itself, or its high frequencies (cfg.sty_input)."""
+        if self.cfg.sty_input == "highpass":
+            return highpass(lr)
+        return lr
+
     def discriminator_step(self, x: dict[str, Tensor], fakes: dict[str, Tensor]) -> dict[str, Tensor]:
         """One LSGAN update of each active discriminator on the generator step's detached fakes."""
         n = self.nets
@@ -409,7 +427,8 @@ class Trainer:
             if "feature_disc" in n:
                 terms["d_align"] = l_align_disc(n["feature_disc"](fakes["target_feat"]), n["feature_disc"](fakes["source_feat"]))
             if "lr_disc" in n:
-                terms["d_sty"] = l_sty_disc(n["lr_disc"](fakes["fake_target_lr"]), n["lr_disc"](x["target_lr"]))
+                fake, real = self._sty_view(fakes["fake_target_lr"]), self._sty_view(x["target_lr"])
+                terms["d_sty"] = l_sty_disc(n["lr_disc"](fake), n["lr_disc"](real))
             if "hr_disc" in n:
                 terms["d_adv"] = l_adv_disc(n["hr_disc"](fakes["sr"]), n["hr_disc"](x["source_hr"]))
         loss = sum(terms.values())
@@ -688,7 +707,7 @@ def plot_losses(history: list[dict], path: str | os.PathLike, max_points: int = 
 
 
 def _plot_order(key: str) -> tuple[int, str]:
-    order = ["loss_g", "loss_d", "l_rec", "l_cyc", "l_res", "l_idt", "l_align", "l_sty", "d_align", "d_sty", "d_adv", "lr"]
+    order = ["loss_g", "loss_d", "l_rec", "l_cyc", "l_res", "l_idt", "l_align", "l_sty", "l_grid", "d_align", "d_sty", "d_adv", "lr"]
     if key in order:
         return (order.index(key), key)
     return (len(order), key)

@@ -32,7 +32,7 @@ import numpy as np
 from realsr_cli import imageio
 from realsr_cli.config import TileConfig, UpscaleConfig
 from realsr_cli.errors import ConfigError, InputError, RealSRError
-from realsr_cli.runtime import Backend, Notice, open_backend
+from realsr_cli.runtime import Backend, Notice, open_backend, preferred_backend
 from realsr_cli.spec import ModelSpec
 from realsr_cli.tiling import TilePlan, TileProgress, plan_tiles, run_tiled
 
@@ -274,7 +274,8 @@ class Upscaler:
         *,
         backend: str = "auto",
         device: str = "auto",
-        tile: int = TileConfig.tile,
+        precision: str = "auto",
+        tile: int | None = None,
         overlap: int | None = None,
         batch: int = 1,
         scale: float | None = None,
@@ -286,6 +287,7 @@ class Upscaler:
             model=None if model is None else os.fspath(model),
             backend=backend,
             device=device,
+            precision=precision,
             tile=TileConfig(tile=tile, overlap=overlap, batch=batch),
             scale=scale,
             scale_hint=scale_hint,
@@ -293,9 +295,18 @@ class Upscaler:
         )
         self.config = config
         self._notice = notice or (lambda message: None)
-        path = resolve_model(config.model, config.backend)
+        # the bundled model ships as ONNX and TorchScript: auto takes whichever runs faster here
+        backend = config.backend
+        if config.model is None and backend == "auto":
+            backend = preferred_backend(config.device, config.precision)
+        path = resolve_model(config.model, backend)
         self._backend: Backend | None = open_backend(
-            path, config.backend, config.device, scale_hint=config.scale_hint, notice=self._notice
+            path,
+            config.backend,
+            config.device,
+            precision=config.precision,
+            scale_hint=config.scale_hint,
+            notice=self._notice,
         )
         native = self._backend.spec.scale
         if config.scale is not None and config.scale > native:
@@ -319,6 +330,11 @@ class Upscaler:
     @property
     def device(self) -> str:
         return self._require().device
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic the model runs in: fp32, fp16 or bf16."""
+        return self._require().precision
 
     @property
     def model_path(self) -> Path:
@@ -355,20 +371,25 @@ class Upscaler:
 
     # -- in memory
 
-    def upscale_photo(self, photo: imageio.Photo, *, on_tile: TileProgress | None = None) -> Upscaled:
+    def upscale_photo(
+        self, photo: imageio.Photo, *, on_tile: TileProgress | None = None, fmt: str | None = None
+    ) -> Upscaled:
         """Upscale a decoded photo: colour through the model (tiled), alpha resized separately, then both brought
-        down to this upscaler's scale when it is below native. Pixels are uint8, or uint16 for 16-bit photos."""
+        down to this upscaler's scale when it is below native. Pixels are uint8, or uint16 for 16-bit photos.
+        `fmt`, the format the result will be written in, lets the pixels be laid out for that encoder
+        (`imageio.new_canvas`); the values are the same either way."""
         backend = self._require()
         h, w = photo.rgb.shape[:2]
         s = backend.spec.scale
         plan = self.plan(w, h)
         dtype = np.uint16 if photo.bit_depth == 16 else np.uint8
+        native_only = self.output_size(w, h) == (w * s, h * s)
         pixels = run_tiled(
             photo.rgb,
             backend.run,
             plan,
             s,
-            out_dtype=dtype,
+            out=imageio.new_canvas(h * s, w * s, dtype, fmt if native_only else None),
             batch=self.config.tile.batch,
             fixed_batch=backend.device == "cuda",  # one input shape per image for cuDNN
             progress=on_tile,
@@ -376,7 +397,8 @@ class Upscaler:
         size = self.output_size(w, h)
         if size != (w * s, h * s):
             pixels = imageio.resize(pixels, size)
-        alpha = None if photo.alpha is None else imageio.resize_alpha(photo.alpha, size, photo.bit_depth)
+        # alpha never goes through the model: Lanczos takes it to the output size
+        alpha = None if photo.alpha is None else imageio.resize(photo.alpha, size)
         return Upscaled(pixels, alpha, photo.grayscale, photo.icc_profile, photo.exif, (w, h), list(photo.warnings))
 
     def upscale(self, image, *, on_tile: TileProgress | None = None):
@@ -475,7 +497,7 @@ class Upscaler:
         h, w = photo.rgb.shape[:2]
         imageio.check_output_size(fmt_name, *self.output_size(w, h))  # before the work, not after
         t0 = time.perf_counter()
-        up = self.upscale_photo(photo, on_tile=on_tile)
+        up = self.upscale_photo(photo, on_tile=on_tile, fmt=fmt_name)
         job.timings["infer"] = time.perf_counter() - t0
         return up
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT
+from realsr_cli.runtime import preferred_backend
 from realsr_cli.upscale import DEFAULT_MODEL_STEM, Upscaler, resolve_model
 
 CHECKPOINT = ROOT / "models" / f"{DEFAULT_MODEL_STEM}.pth"
@@ -66,10 +67,10 @@ def test_export_matches_the_checkpoint(tmp_path):
         assert torch.equal(shipped(torch.from_numpy(x)), expected)
 
 
-def test_default_model_is_the_bundled_onnx():
+def test_default_model_is_the_bundled_model_on_the_fastest_backend():
     assert resolve_model(None) == EXPORTED["onnx"]
     with Upscaler() as up:
-        assert up.model_path == EXPORTED["onnx"] and up.native_scale == 4
+        assert up.model_path == EXPORTED[preferred_backend()] and up.native_scale == 4
         out = up.upscale((_probe_image()[0].transpose(1, 2, 0) * 255).round().astype(np.uint8))
     assert out.shape == (29 * 4, 41 * 4, 3)
 

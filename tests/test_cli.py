@@ -52,7 +52,7 @@ def test_export_then_upscale_with_both_backends(tmp_path, tiny_ranged_checkpoint
     for backend, model in (("onnx", "net.onnx"), ("torchscript", "net.ts")):
         out = tmp_path / backend
         result = realsr("upscale", photo, "--model", tmp_path / "models" / model, "--backend", backend,
-                        "-o", out, "--json")
+                        "--precision", "fp32", "-o", out, "--json")
         assert result.returncode == 0, result.stderr
         record = json.loads(result.stdout.strip())
         assert record["status"] == "ok" and record["output_size"] == [53 * 4, 37 * 4]

@@ -27,7 +27,6 @@ from realsr_cli.imageio import (
     quantize,
     read_image,
     resize,
-    resize_alpha,
     scaled_size,
     to_pil,
     write_image,
@@ -47,9 +46,10 @@ def _read(path: Path):
 
 
 def _ints(photo):
-    """The photo's pixels back at its own bit depth: (rgb (H, W, 3), alpha (H, W) or None)."""
-    alpha = None if photo.alpha is None else quantize(photo.alpha, photo.bit_depth)
-    return quantize(photo.rgb, photo.bit_depth), alpha
+    """The photo's pixels as contiguous arrays: (rgb (H, W, 3), alpha (H, W) or None), at its own bit depth."""
+    assert photo.rgb.dtype == (np.uint16 if photo.bit_depth == 16 else np.uint8)
+    alpha = None if photo.alpha is None else np.ascontiguousarray(photo.alpha)
+    return np.ascontiguousarray(photo.rgb), alpha
 
 
 def _write_back(photo, path: Path, fmt: str, **kwargs) -> list[str]:
@@ -101,7 +101,7 @@ def test_jpeg_orientation_6_is_applied_and_reset_on_write(tmp_path, photo_rgb):
     photo = _read(src)
     assert photo.rgb.shape == (31, 23, 3)  # stored 31 wide, 23 high: upright it is 23 wide, 31 high
     expected = np.asarray(ImageOps.exif_transpose(Image.open(src)))
-    np.testing.assert_array_equal(quantize(photo.rgb, 8), expected)
+    np.testing.assert_array_equal(photo.rgb, expected)
 
     out = tmp_path / "portrait_x4.jpg"
     _write_back(photo, out, "JPEG")
@@ -120,7 +120,7 @@ def test_every_orientation_matches_pillow_exif_transpose(tmp_path, orientation, 
     src = tmp_path / "o.png"
     Image.fromarray(pixels).save(src, exif=exif.tobytes())
     expected = np.asarray(ImageOps.exif_transpose(Image.open(src)))
-    np.testing.assert_array_equal(quantize(_read(src).rgb, 8), expected)
+    np.testing.assert_array_equal(_read(src).rgb, expected)
 
 
 @pytest.mark.parametrize("depth", [8, 16])
@@ -217,7 +217,7 @@ def test_profile_of_the_wrong_colour_space_is_not_embedded(tmp_path, photo_rgb):
 def test_rgba_png_alpha_round_trips_exactly():
     photo = _read(_edge("children-alpha.png"))
     source = np.asarray(Image.open(_edge("children-alpha.png")))
-    assert photo.alpha is not None and photo.alpha.dtype == np.float32
+    assert photo.alpha is not None and photo.alpha.dtype == np.uint8
     rgb, alpha = _ints(photo)
     np.testing.assert_array_equal(rgb, source[..., :3])
     np.testing.assert_array_equal(alpha, source[..., 3])
@@ -453,7 +453,7 @@ def test_palette_without_transparency_becomes_rgb(tmp_path, photo_rgb):
     pal.save(tmp_path / "p.png")
     photo = _read(tmp_path / "p.png")
     assert photo.alpha is None and not photo.grayscale
-    np.testing.assert_array_equal(quantize(photo.rgb, 8), np.asarray(pal.convert("RGB")))
+    np.testing.assert_array_equal(photo.rgb, np.asarray(pal.convert("RGB")))
 
 
 def test_cmyk_jpeg_becomes_rgb_and_keeps_no_cmyk_profile(tmp_path):
@@ -461,7 +461,7 @@ def test_cmyk_jpeg_becomes_rgb_and_keeps_no_cmyk_profile(tmp_path):
     cmyk.save(tmp_path / "plain.jpg", quality=100)
     photo = _read(tmp_path / "plain.jpg")
     assert photo.icc_profile is None and photo.warnings == []
-    assert np.abs(quantize(photo.rgb, 8).astype(int) - [255, 0, 0]).max() <= 3
+    assert np.abs(photo.rgb.astype(int) - [255, 0, 0]).max() <= 3
 
     # an RGB profile on CMYK pixels cannot transform them: Pillow's conversion, and a warning saying so
     cmyk.save(tmp_path / "tagged.jpg", quality=100, icc_profile=SRGB)
@@ -478,7 +478,7 @@ def test_animated_gif_gives_first_frame_and_a_warning(tmp_path):
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50)
     photo = _read(tmp_path / "a.gif")
     assert photo.warnings == ["animated or multi-page image: only the first frame is upscaled"]
-    assert np.abs(quantize(photo.rgb, 8).astype(int) - [250, 0, 0]).max() <= 8  # GIF palette rounding
+    assert np.abs(photo.rgb.astype(int) - [250, 0, 0]).max() <= 8  # GIF palette rounding
     assert output_format_for(photo.format, "same") == "PNG"
 
 
@@ -494,7 +494,7 @@ def test_still_image_has_no_warnings(tmp_path, photo_rgb):
     Image.fromarray(photo_rgb).save(tmp_path / "s.webp", lossless=True)
     photo = _read(tmp_path / "s.webp")
     assert photo.warnings == [] and photo.format == "WEBP"
-    np.testing.assert_array_equal(quantize(photo.rgb, 8), photo_rgb)
+    np.testing.assert_array_equal(photo.rgb, photo_rgb)
 
 
 # ---- decompression bombs
@@ -655,6 +655,29 @@ def test_jpeg_subsampling_follows_quality(tmp_path, photo_rgb):
     assert JpegImagePlugin.get_sampling(Image.open(tmp_path / "lo.jpg")) == 2  # 4:2:0
 
 
+def test_jpeg_canvas_encodes_without_a_copy_and_writes_the_same_file(tmp_path, photo_rgb, monkeypatch):
+    canvas = imageio.new_canvas(*photo_rgb.shape[:2], np.uint8, "JPEG")
+    canvas[...] = photo_rgb
+    assert canvas.base.shape == (*photo_rgb.shape[:2], 4)  # RGBX memory, RGB view
+    exif = Image.Exif()
+    exif[0x010F] = "RealSR Camera"
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    kwargs = {"fmt": "JPEG", "quality": 95, "exif": exif.tobytes(), "icc_profile": profile}
+    write_image(tmp_path / "plain.jpg", photo_rgb, **kwargs)
+    copies = []
+    real = imageio._to_pil
+    monkeypatch.setattr(imageio, "_to_pil", lambda *a: copies.append(1) or real(*a))
+    write_image(tmp_path / "canvas.jpg", canvas, **kwargs)
+    assert copies == []  # Pillow read the canvas where it lies
+    assert (tmp_path / "canvas.jpg").read_bytes() == (tmp_path / "plain.jpg").read_bytes()
+
+
+def test_other_formats_get_a_plain_canvas():
+    for fmt, dtype in [("PNG", np.uint8), ("WEBP", np.uint8), ("TIFF", np.uint8), ("JPEG", np.uint16), (None, np.uint8)]:
+        canvas = imageio.new_canvas(5, 7, dtype, fmt)
+        assert canvas.shape == (5, 7, 3) and canvas.dtype == dtype and canvas.flags.c_contiguous
+
+
 def test_png_compress_level_trades_size_for_speed(tmp_path, photo_rgb):
     smooth = np.repeat(np.repeat(photo_rgb, 8, axis=0), 8, axis=1)
     write_image(tmp_path / "fast.png", smooth, compress_level=0)
@@ -681,7 +704,7 @@ def test_tiff_output_keeps_main_exif_tags_and_warns_about_the_rest(tmp_path, pho
     kept = Image.Exif()
     kept.load(back.exif)
     assert kept[0x010F] == "RealSR Camera" and kept[0x0112] == 1
-    np.testing.assert_array_equal(quantize(back.rgb, 8), photo_rgb)
+    np.testing.assert_array_equal(back.rgb, photo_rgb)
 
 
 # ---- pixels: quantise, resize, compose
@@ -720,15 +743,15 @@ def test_resize_keeps_16_bit_precision_and_flat_areas_exact():
     assert (down % 257 != 0).any() and np.all(np.diff(down[0].astype(int)) > 0)
 
 
-def test_resize_alpha_upscales_and_clips_lanczos_overshoot():
-    alpha = np.zeros((6, 6), np.float32)
-    alpha[:, 3:] = 1.0
-    up = resize_alpha(alpha, (24, 24), 16)
+def test_resize_upscales_alpha_and_clips_lanczos_overshoot():
+    alpha = np.zeros((6, 6), np.uint16)
+    alpha[:, 3:] = 65535
+    up = resize(alpha, (24, 24))
     assert up.dtype == np.uint16 and up.shape == (24, 24)
-    reference = np.asarray(Image.fromarray(alpha * 65535).resize((24, 24), Image.Resampling.LANCZOS))
+    reference = np.asarray(Image.fromarray(alpha.astype(np.float32)).resize((24, 24), Image.Resampling.LANCZOS))
     assert reference.min() < -100 and reference.max() > 65635  # Lanczos rings at a hard edge
     np.testing.assert_array_equal(up, np.clip(np.rint(reference), 0, 65535))
-    assert resize_alpha(np.ones((3, 3), np.float32), (7, 5), 8).min() == 255
+    assert resize(np.full((3, 3), 255, np.uint8), (7, 5)).min() == 255
 
 
 def test_scaled_size_rounds_and_never_reaches_zero():
@@ -766,11 +789,11 @@ def test_photo_from_array(shape, dtype, depth, gray, has_alpha, rng):
         array = rng.integers(0, np.iinfo(dtype).max + 1, shape).astype(dtype)
     photo = photo_from_array(array)
     assert (photo.bit_depth, photo.grayscale, photo.alpha is not None) == (depth, gray, has_alpha)
-    assert photo.rgb.shape == (5, 6, 3) and photo.rgb.dtype == np.float32
+    assert photo.rgb.shape == (5, 6, 3) and photo.rgb.dtype == (np.uint8 if depth == 8 else np.uint16)
     if dtype != np.float32:
-        np.testing.assert_array_equal(quantize(photo.rgb[..., 0], depth), array.reshape(5, 6, -1)[..., 0])
+        np.testing.assert_array_equal(photo.rgb[..., 0], array.reshape(5, 6, -1)[..., 0])
     else:
-        np.testing.assert_allclose(photo.rgb, array, atol=1 / 65535)
+        np.testing.assert_allclose(photo.rgb / 65535, array[..., :3], atol=0.5 / 65535)
 
 
 def test_photo_from_array_refuses_what_is_not_an_image():
@@ -780,7 +803,7 @@ def test_photo_from_array_refuses_what_is_not_an_image():
         photo_from_array(np.zeros((4, 4, 3), np.int32))
     with pytest.raises(InputError, match="NaN"):
         photo_from_array(np.full((4, 4), np.nan, np.float32))
-    assert photo_from_array(np.full((2, 2, 3), 1.5, np.float32)).rgb.max() == 1.0
+    assert photo_from_array(np.full((2, 2, 3), 1.5, np.float32)).rgb.max() == 65535  # clipped to 1.0
 
 
 def test_photo_from_pil_applies_orientation_and_keeps_16_bit_gray(rng):
@@ -795,7 +818,7 @@ def test_photo_from_pil_applies_orientation_and_keeps_16_bit_gray(rng):
     gray16 = Image.fromarray(rng.integers(0, 65536, (3, 5), dtype=np.uint16))
     photo = photo_from_pil(gray16)
     assert (photo.bit_depth, photo.grayscale, photo.format) == (16, True, "")
-    np.testing.assert_array_equal(quantize(photo.rgb[..., 1], 16), np.asarray(gray16))
+    np.testing.assert_array_equal(photo.rgb[..., 1], np.asarray(gray16))
 
 
 def test_photo_from_pil_refuses_32_bit_modes():

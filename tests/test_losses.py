@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,36 @@ def test_loss_gradients_flow_into_both_arguments_of_l_idt():
     b = torch.tensor([0.5, -1.5], requires_grad=True)
     losses.l_idt(a, b).backward()
     assert a.grad.tolist() == [0.5, 0.5] and b.grad.tolist() == [-0.5, -0.5]
+
+
+def _gridscore_reference(rgb8: np.ndarray, period: int = 4) -> float:
+    """shared/tools/gridscore.py's measure, in numpy, on an (H, W, 3) uint8 image (PIL's "L" luma rounding aside)."""
+    y = rgb8.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    p = np.pad(y, 2, mode="symmetric")
+    c = np.pad(np.cumsum(np.cumsum(p, 0), 1), ((1, 0), (1, 0)))
+    hp = y - (c[5:, 5:] - c[:-5, 5:] - c[5:, :-5] + c[:-5, :-5]) / 25.0
+    h, w = hp.shape
+    return float(hp.reshape(h // period, period, w // period, period).mean(axis=(0, 2)).std())
+
+
+def test_l_grid_is_the_grid_score_of_each_image_averaged():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:48, :40]
+    smooth = (120 + 50 * np.sin(yy / 3.7) * np.cos(xx / 5.3))[..., None] * np.array([1.0, 0.9, 0.8])  # no 4-px period
+    grid = np.tile(np.array([[6, -6, 0, 3], [0, 2, -4, 0], [5, 0, 0, -2], [0, -3, 1, 0]], float)[..., None], (12, 10, 3))
+    images = [np.clip(smooth + rng.normal(0, 2, smooth.shape), 0, 255).round().astype(np.uint8),
+              np.clip(smooth + grid, 0, 255).round().astype(np.uint8)]
+    batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2) / 255.0)
+    expected = [_gridscore_reference(im) for im in images]
+    assert expected[1] > 10 * expected[0]  # the fixture really has a grid in one image only
+    assert losses.l_grid(batch).item() == pytest.approx(np.mean(expected), rel=1e-4)
+
+
+def test_l_grid_has_a_finite_gradient_on_a_grid_free_image():
+    flat = torch.full((1, 3, 16, 16), 0.5, requires_grad=True)
+    loss = losses.l_grid(flat)
+    loss.backward()
+    assert loss.item() < 1e-3 and torch.isfinite(flat.grad).all()
 
 
 # ---- VGG19 for L_fea ------------------------------------------------------------------------------------------------

@@ -108,6 +108,34 @@ def test_backend_must_match_the_file(tiny_exports):
         open_backend(tiny_exports["onnx"], device="tpu")
 
 
+# ---- precision
+
+
+def test_auto_precision_is_bf16_for_torchscript_on_a_cpu_with_native_bf16(tiny_exports, odd_image):
+    import torch
+
+    x = np.ascontiguousarray(odd_image.transpose(2, 0, 1)[None])
+    fp32 = open_backend(tiny_exports["torchscript"], device="cpu", precision="fp32")
+    auto = open_backend(tiny_exports["torchscript"], device="cpu")
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert auto.precision == ("bf16" if native else "fp32")
+    assert open_backend(tiny_exports["onnx"], device="cpu").precision == "fp32"  # ORT has no bf16 convolutions
+    bf16 = open_backend(tiny_exports["torchscript"], device="cpu", precision="bf16")
+    assert bf16.precision == "bf16"
+    reference, rounded = fp32.run(x), bf16.run(x)
+    assert rounded.dtype == np.float32 and 0 < np.abs(rounded - reference).max() < 0.02  # 8-bit mantissa
+
+
+def test_precisions_a_backend_or_device_cannot_run_are_config_errors(tiny_exports):
+    with pytest.raises(ConfigError, match="bf16 runs with TorchScript only"):
+        open_backend(tiny_exports["onnx"], precision="bf16")
+    for kind in ("onnx", "torchscript"):
+        with pytest.raises(ConfigError, match="fp16 runs only on CUDA, and this run is on CPU"):
+            open_backend(tiny_exports[kind], device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
+        open_backend(tiny_exports["onnx"], precision="int4")
+
+
 # ---- realsr models: spec from metadata, parity
 
 
@@ -121,8 +149,8 @@ def test_onnx_torchscript_and_eager_agree(tiny_exports, tiny_checkpoint, odd_ima
         eager = load_checkpoint(tiny_checkpoint).generator()(torch.from_numpy(x)).clamp(0, 1).numpy()
     outs = {}
     for kind in ("onnx", "torchscript"):
-        backend = open_backend(tiny_exports[kind], device="cpu")
-        assert backend.name == kind and backend.device == "cpu"
+        backend = open_backend(tiny_exports[kind], device="cpu", precision="fp32")
+        assert backend.name == kind and backend.device == "cpu" and backend.precision == "fp32"
         assert backend.spec.scale == 4 and backend.spec.receptive_field is not None
         outs[kind] = backend.run(x)
         assert outs[kind].shape == (1, 3, 148, 212) and outs[kind].dtype == np.float32

@@ -147,24 +147,44 @@ def test_plan_tiles_are_equal_and_cover_the_image(spec, tile, balance):
             if tile == 0:
                 assert axis.starts == (0,) and axis.tile == axis.padded
             elif axis.tile < axis.padded:
-                assert axis.tile <= max(tile, 2 * overlap) + spec.size_multiple - 1
                 assert axis.tile >= overlap + 1
+                if not balance:
+                    assert axis.tile <= max(tile, 2 * overlap) + spec.size_multiple - 1
+        if tile and balance:  # balanced tiles may be longer on one side, never larger in area
+            bound = -(-max(tile, 2 * overlap) // spec.size_multiple) * spec.size_multiple
+            assert plan.rows.tile * plan.cols.tile <= bound * bound
         assert plan.count == len(list(plan.tiles()))
 
 
-def test_balanced_tiles_never_exceed_the_requested_tile_and_cut_redundancy():
-    spec = ModelSpec(scale=4, receptive_field=19)
+def _work(plan) -> int:
+    return plan.count * plan.rows.tile * plan.cols.tile
+
+
+def test_balanced_tiles_do_the_least_work_within_the_tile_area():
+    spec = ModelSpec(scale=4, receptive_field=18)  # overlap 2 * 18 + RAMP
     exact = plan_tiles(3000, 4000, spec, TileConfig(tile=512), balance=False)
     balanced = plan_tiles(3000, 4000, spec, TileConfig(tile=512), balance=True)
     assert exact.tile_shape == (512, 512)
-    assert balanced.count == exact.count
-    assert max(balanced.tile_shape) <= 512
-    assert balanced.tile_shape[0] * balanced.tile_shape[1] < 512 * 512
+    assert balanced.rows.tile * balanced.cols.tile <= 512 * 512 and _work(balanced) < _work(exact)
+    # the docstring's 1 MP photo: a 2x2 grid of oblong tiles, 8% redundant work (a 2x3 grid would do 12%)
+    photo = plan_tiles(866, 1155, spec, TileConfig(tile=576))
+    assert (len(photo.rows.starts), len(photo.cols.starts)) == (2, 2) and photo.tile_shape == (453, 598)
+    assert _work(photo) / (866 * 1155) < 1.09
+
+
+def test_default_tile_follows_the_photo_size():
+    spec = ModelSpec(scale=4, receptive_field=19)
+    auto = TileConfig()
+    assert auto.tile_for(1_000_000) == 544 and auto.tile_for(12_000_000) == 384
+    assert TileConfig(tile=200).tile_for(12_000_000) == 200 and TileConfig(tile=0).tile_for(10) == 0
+    one_mp, twelve_mp = plan_tiles(866, 1155, spec, auto), plan_tiles(3000, 4000, spec, auto)
+    assert one_mp.count == 4  # 2x2 oblong tiles: 9% redundant work
+    assert twelve_mp.rows.tile * twelve_mp.cols.tile <= 384 * 384  # small tiles where the output is large
 
 
 def test_default_overlap_comes_from_the_receptive_field():
     assert default_overlap(ModelSpec(scale=4, receptive_field=19)) == 2 * 19 + RAMP
-    assert default_overlap(ModelSpec(scale=4, receptive_field=19, size_multiple=4)) == 48  # rounded up
+    assert default_overlap(ModelSpec(scale=4, receptive_field=19, size_multiple=4)) == 44  # 42, rounded up
     assert default_overlap(ModelSpec(scale=4)) == UNKNOWN_RF_OVERLAP
 
 

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from realsr_cli import losses
 from realsr_cli.cli import cli
 from realsr_cli.config import TrainConfig, load_train_toml
 from realsr_cli.errors import ConfigError, ModelError
@@ -290,6 +291,34 @@ def test_resume_errors(make_cfg):
         Trainer(cfg).fit()
     with pytest.raises(ConfigError, match=r"lr_patch: 8 in the run, 12 now; weights\.cyc: 1\.0 in the run, 0\.5 now"):
         Trainer(replace(cfg, resume=True, lr_patch=12, weights=replace(cfg.weights, cyc=0.5))).fit()
+
+
+def test_a_run_from_before_a_config_key_existed_resumes_with_its_default(make_cfg):
+    cfg = make_cfg("old", iters=2)
+    _run(cfg)
+    last = Path(cfg.out) / "last.pth"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["config"]["sty_input"], ckpt["config"]["weights"]["grid"]  # as an earlier version wrote it
+    torch.save(ckpt, last)
+    trainer = _run(replace(cfg, resume=True, iters=3))
+    assert trainer.step == 3
+
+
+def test_grid_term_and_highpass_style_input(make_cfg, monkeypatch):
+    trainer = Trainer(make_cfg(sty_input="highpass", weights={"beta": 0.0, "grid": 0.5}))
+    trainer.setup()
+    seen = []
+    disc = trainer.nets["lr_disc"]
+    monkeypatch.setattr(disc, "forward", lambda x: seen.append(x.detach()) or x.mean(dim=(1, 2, 3)))
+    x = trainer.inputs(trainer.data.batch(0))
+    terms, fakes = trainer.generator_step(x)
+    trainer.discriminator_step(x, fakes)
+    assert "l_grid" in terms and terms["l_grid"] > 0
+    real = seen[-1]  # D_t's view of x_t in the discriminator step
+    torch.testing.assert_close(real, losses.highpass(x["target_lr"]))
+    assert real.mean().abs() < 0.05 * x["target_lr"].mean()  # no colour left, only detail
+    with pytest.raises(ConfigError, match="sty_input must be one of image, highpass"):
+        make_cfg(sty_input="lowpass")
 
 
 def test_toml_unknown_keys_and_wrong_types_are_config_errors(tmp_path, folders):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realsr_cli import imageio, upscale
+from realsr_cli import imageio, runtime, upscale
 from realsr_cli.errors import ConfigError, InputError
+from realsr_cli.tiling import RAMP
 from realsr_cli.upscale import Upscaler, expand_inputs
 
 
@@ -43,7 +44,7 @@ def test_compact_tiled_equals_whole(compact_exports, rng, height, width):
 def test_tiles_are_used_when_the_image_is_large_enough(compact_exports):
     with Upscaler(compact_exports["onnx"], tile=50) as up:
         plan = up.plan(140, 97)
-        assert plan.count > 1 and plan.overlap == 2 * up.spec.receptive_field + 8
+        assert plan.count > 1 and plan.overlap == 2 * up.spec.receptive_field + RAMP
         assert up.plan(40, 30).count == 1  # smaller than a tile: one piece
 
 
@@ -51,7 +52,7 @@ def test_onnx_equals_torchscript(compact_exports, rng):
     image = rng.random((23, 31, 3), dtype=np.float32)
     with (
         Upscaler(compact_exports["onnx"], tile=0) as onnx_up,
-        Upscaler(compact_exports["torchscript"], tile=0) as ts_up,
+        Upscaler(compact_exports["torchscript"], tile=0, precision="fp32") as ts_up,
     ):
         assert (onnx_up.backend_name, ts_up.backend_name) == ("onnx", "torchscript")
         a, b = onnx_up.upscale(image), ts_up.upscale(image)
@@ -178,10 +179,25 @@ def test_default_model_is_found_in_the_export_folder(monkeypatch, tmp_path, tiny
     shutil.copy(tiny_exports["onnx"], folder / f"{upscale.DEFAULT_MODEL_STEM}.onnx")
     shutil.copy(tiny_exports["torchscript"], folder / f"{upscale.DEFAULT_MODEL_STEM}.ts")
     monkeypatch.setattr(upscale, "default_model_dirs", lambda: [tmp_path / "missing", folder])
-    with Upscaler() as up:
-        assert up.backend_name == "onnx" and up.model_path.parent == folder  # auto prefers ONNX
+    for native_bf16, fastest in ((False, "onnx"), (True, "torchscript")):
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+        with Upscaler(device="cpu") as up:  # auto: the backend that runs fastest on this CPU
+            assert up.backend_name == fastest and up.model_path.parent == folder
+        with Upscaler(device="cpu", precision="fp32") as up:  # fp32 is ONNX Runtime's strength
+            assert up.backend_name == "onnx"
     with Upscaler(backend="torchscript") as up:
         assert up.backend_name == "torchscript"
+
+
+def test_preferred_backend_is_torchscript_only_for_bf16_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "_gpu_present", lambda: False)
+    assert runtime.preferred_backend() == runtime.preferred_backend("cpu", "bf16") == "torchscript"
+    assert runtime.preferred_backend("cuda") == runtime.preferred_backend("cpu", "fp32") == "onnx"
+    monkeypatch.setattr(runtime, "_gpu_present", lambda: True)
+    assert runtime.preferred_backend() == "onnx"  # a GPU: ONNX Runtime's CUDA provider with fp16
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert runtime.preferred_backend("cpu") == "onnx"
 
 
 # ---- files and batches
@@ -266,7 +282,16 @@ def test_upscale_file_keeps_16_bits_and_alpha(tiny_exports, tmp_path, rng):
     assert result.ok and result.dst == tmp_path / "out" / "deep_x4.png"
     back = imageio.read_image(result.dst, max_pixels=10**6)
     assert back.bit_depth == 16 and back.alpha is not None and back.rgb.shape == (40, 56, 3)
-    assert np.abs(back.alpha - 40000 / 65535).max() < 1e-4
+    assert back.alpha.dtype == np.uint16 and (back.alpha == 40000).all()
+
+
+def test_jpeg_output_is_tiled_into_an_encoder_ready_canvas(tiny_exports, rng):
+    photo = imageio.photo_from_array(rng.integers(0, 256, (13, 17, 3), dtype=np.uint8))
+    with Upscaler(tiny_exports["onnx"]) as up:
+        for_jpeg = up.upscale_photo(photo, fmt="JPEG").pixels
+        plain = up.upscale_photo(photo).pixels
+    assert for_jpeg.base.shape == (52, 68, 4) and plain.flags.c_contiguous  # RGBX memory for Pillow's JPEG encoder
+    np.testing.assert_array_equal(for_jpeg, plain)
 
 
 def test_upscale_file_raises_the_same_errors(tiny_exports, tmp_path):

@@ -115,9 +115,8 @@ def _table(report: EvalReport, model_name: str):
 @click.option(
     "--tile",
     type=click.IntRange(min=0),
-    default=512,
-    show_default=True,
-    help="Tile edge in input pixels; 0 = whole image.",
+    default=None,
+    help="Tile size: at most N x N input pixels per tile; 0 = whole image. Default: as realsr upscale.",
 )
 @click.option("--quiet", "-q", is_flag=True, default=False, show_default=True, help="No progress bar.")
 def eval_command(

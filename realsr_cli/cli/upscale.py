@@ -29,8 +29,13 @@ from realsr_cli.errors import EXIT_SOME_FAILED
               help="Inference engine; auto uses whatever the model file is (ONNX for the bundled model).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto uses CUDA when it really loads, else the CPU (with a one-line notice if CUDA was asked for).")
-@click.option("--tile", type=click.IntRange(min=0), default=TileConfig.tile, show_default=True,
-              help="Tile edge in input pixels; 0 = the whole image in one piece.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+              help="Arithmetic of the model: auto runs fp16 on CUDA and bf16 for TorchScript on CPUs with native bf16 "
+                   "(realsr models that support half precision), else fp32. fp16 needs CUDA, bf16 TorchScript.")
+@click.option("--tile", type=click.IntRange(min=0), default=None,
+              help="Tile size: at most N x N input pixels per tile (on CPU tiles may be oblong, to cut overlap work); "
+                   "0 = the whole image in one piece. Default: 544 up to 4 MP, 384 above (less memory where the "
+                   "output is large).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Input pixels shared by neighbouring tiles. Default: from the model's receptive field (exact).")
 @click.option("--batch", type=click.IntRange(min=1), default=TileConfig.batch, show_default=True,
@@ -48,8 +53,8 @@ from realsr_cli.errors import EXIT_SOME_FAILED
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout; messages stay on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars and no per-image lines; errors still show.")
 @click.pass_context
-def upscale(ctx, inputs, out_dir, scale, model, backend, device, tile, overlap, batch, fmt, quality, recursive,
-            skip_existing, scale_hint, max_pixels, as_json, quiet):
+def upscale(ctx, inputs, out_dir, scale, model, backend, device, precision, tile, overlap, batch, fmt, quality,
+            recursive, skip_existing, scale_hint, max_pixels, as_json, quiet):
     """Upscale photos: files, folders and glob patterns.
 
     Each output is named <stem>_x<scale>.<ext> and written atomically: an interrupted run leaves no partial file.
@@ -59,12 +64,12 @@ def upscale(ctx, inputs, out_dir, scale, model, backend, device, tile, overlap, 
 
     items = expand_inputs(inputs, recursive)
     started = time.perf_counter()
-    with Upscaler(model, backend=backend, device=device, tile=tile, overlap=overlap, batch=batch, scale=scale,
-                  scale_hint=scale_hint, max_pixels=max_pixels, notice=_notice) as up:
+    with Upscaler(model, backend=backend, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch,
+                  scale=scale, scale_hint=scale_hint, max_pixels=max_pixels, notice=_notice) as up:
         if not quiet:
             console.print(
                 f"model {escape(up.model_path.name)} (x{up.native_scale}, {up.spec.architecture}) on "
-                f"{up.backend_name}/{up.device}; output x{up.scale:g}; {len(items)} input(s)"
+                f"{up.backend_name}/{up.device} {up.precision}; output x{up.scale:g}; {len(items)} input(s)"
             )
         results = []
         with _progress(quiet) as progress:
