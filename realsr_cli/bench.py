@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from realsr_cli import __version__, imageio
+from realsr_cli.config import DEVICES, PRECISIONS
 from realsr_cli.errors import (
     BackendError,
     ConfigError,
@@ -36,11 +37,10 @@ from realsr_cli.errors import (
     RealSRError,
 )
 from realsr_cli.runtime import (
-    DEVICES,
-    PRECISIONS,
     cpu_count,
     detect_format,
     session_options,
+    torch_dtype,
 )
 from realsr_cli.upscale import Upscaler, resolve_model
 
@@ -331,7 +331,7 @@ def _torch_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     import torch
 
     cuda = device == "cuda"
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    dtype = torch_dtype(torch, precision)
     generator = torch.Generator().manual_seed(0)
     c = REFERENCE_CHANNELS
     channels_last = torch.channels_last  # what TorchScriptBackend uses on CPU (runtime.md: the faster layout)

@@ -12,6 +12,11 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from realsr_cli.errors import ConfigError
 
 
+BACKENDS = ("auto", "onnx", "torchscript")
+DEVICES = ("auto", "cpu", "cuda")
+# auto: fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16, where the model supports half precision
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
 LARGE_PHOTO_PIXELS = 4_000_000
 SMALL_PHOTO_TILE = 544
 LARGE_PHOTO_TILE = 384
@@ -42,7 +47,6 @@ class TileConfig:
         if self.batch < 1:
             raise ConfigError(f"batch must be at least 1 tile, got {self.batch}")
 
-
     def tile_for(self, pixels: int) -> int:
         """The tile size for a photo of `pixels` input pixels: `tile` when set, else by photo size.
 
@@ -62,8 +66,7 @@ class UpscaleConfig:
     model: str | None = None  # exported .onnx/.ts file; None = the bundled default model
     backend: str = "auto"  # auto (whatever the model file is; ONNX for the bundled model), onnx or torchscript
     device: str = "auto"  # auto (CUDA when it really loads, else CPU), cpu or cuda
-    # auto: fp16 on CUDA, bf16 for TorchScript on CPUs with native bf16 (where the model supports half), else fp32
-    precision: str = "auto"
+    precision: str = "auto"  # one of PRECISIONS
     tile: TileConfig = TileConfig()
     scale: float | None = None  # output scale, 1 to the model's native scale; None = native
     scale_hint: int | None = None  # the native scale a model made elsewhere should have (checked by a probe run)
@@ -71,12 +74,12 @@ class UpscaleConfig:
     max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "onnx", "torchscript"):
-            raise ConfigError(f"unknown backend {self.backend!r}; choose one of auto, onnx, torchscript")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"unknown device {self.device!r}; choose one of auto, cpu, cuda")
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of auto, fp32, fp16, bf16")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.scale is not None and not self.scale >= 1:  # also refuses NaN
             raise ConfigError(f"scale must be at least 1 (the input size), got {self.scale:g}")
         if self.scale_hint is not None and self.scale_hint < 1:

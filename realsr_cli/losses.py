@@ -113,9 +113,9 @@ _LUMA_8BIT = (0.299 * 255, 0.587 * 255, 0.114 * 255)  # BT.601 luma of a [0, 1] 
 def l_grid(sr: Tensor, period: int = 4) -> Tensor:
     """L_grid, this project's addition (not the paper's): the sub-pixel grid of an x`period` SR output.
 
-    Per image: high-pass the luma (minus its 5x5 box mean, edges mirrored as gridscore.py does), average it over each of the
-    period x period output positions (y mod period, x mod period), and take the spread of those means; the loss
-    is its mean over the batch. This is the grid score of shared/tools/gridscore.py, in 8-bit luma levels, made
+    Per image: high-pass the luma (minus its 5x5 box mean, edges mirrored as gridscore.py does), average it over
+    each of the period x period output positions (y mod period, x mod period), and take the spread of those means;
+    the loss is its mean over the batch. This is the grid score of shared/tools/gridscore.py, in 8-bit luma levels, made
     differentiable: natural images score ~0.1, a PixelShuffle checkerboard far more. Adversarial and style
     terms reward that periodic texture (and NIQE scores it as detail), so this term keeps it out. `sr` (N, 3, H, W)
     with H and W multiples of `period` (crops are cut on the scale grid, so position mod period is the phase).

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from realsr_cli.config import BACKENDS, DEVICES, PRECISIONS
 from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
 
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
 
 Notice = Callable[[str], None]
 
-BACKENDS = ("auto", "onnx", "torchscript")
-DEVICES = ("auto", "cpu", "cuda")
-# auto: fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16, where the model supports half precision
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 FP16_SUFFIX = ".fp16.onnx"
 
 # probe sizes for models made elsewhere: for each candidate size multiple m, odd multiples of m (so an input of
@@ -576,6 +573,11 @@ def _cuda_session(ort, path: Path):
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names: torch is imported lazily
 
 
+def torch_dtype(torch, precision: str):
+    """The torch dtype of a precision name (fp32, fp16, bf16); `torch` is the imported module."""
+    return getattr(torch, _TORCH_DTYPES[precision])
+
+
 def _torch_precision(torch, precision: str, cuda: bool, spec: ModelSpec | None, path: Path, notice: Notice) -> str:
     """The precision a TorchScript model runs in (see `open_backend`)."""
     if precision == "fp16" and not cuda:
@@ -648,7 +650,7 @@ class TorchScriptBackend:
             with contextlib.suppress(RuntimeError):  # settable only before the first parallel work
                 torch.set_num_interop_threads(1)
         precision = _torch_precision(torch, precision, cuda, spec, path, notice)
-        module = module.to(getattr(torch, _TORCH_DTYPES[precision]))
+        module = module.to(torch_dtype(torch, precision))
         if not cuda:
             module = module.to(memory_format=torch.channels_last)  # see runtime.md: channels-last is faster on CPU
         backend = cls(module, path, spec or ModelSpec(scale=1), target, precision=precision, clamp=spec is None)
@@ -673,7 +675,7 @@ class TorchScriptBackend:
                 x = x.to("cuda", non_blocking=True)
             else:
                 x = x.contiguous(memory_format=torch.channels_last)
-            x = x.to(getattr(torch, _TORCH_DTYPES[self.precision]))
+            x = x.to(torch_dtype(torch, self.precision))
             y = self._module(x)
             if self._clamp:
                 y = y.clamp(0.0, 1.0)

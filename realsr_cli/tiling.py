@@ -146,13 +146,13 @@ class TilePlan:
 def plan_tiles(height: int, width: int, spec: ModelSpec, cfg: TileConfig, *, balance: bool = True) -> TilePlan:
     """Plan equal-shape tiles for a (height, width) image.
 
-    The tile size (`cfg.tile_for` the image: 0 = whole image) is rounded up to `spec.size_multiple` and to at least twice the overlap;
-    `spec.fixed_size` overrides it. Without `balance` every tile is exactly tile x tile (clipped to the padded
-    image): one input shape for a whole batch of images. With `balance`, the grid (rows x cols) and tile shape are
-    chosen to do the least work: of all grids whose equal tiles cover the image and hold at most tile x tile
-    pixels (the memory bound), the one with the fewest tile pixels in total. A 1 MP photo (1155x866) at tile 576
-    and overlap 40 becomes 2x2 tiles of 598x453 (8% redundant work) rather than 2x3 tiles of 453x412 (12%), the
-    best grid of tiles no longer than 576 on either side. Starts are spread evenly, so
+    The tile size (`cfg.tile_for(height * width)`; 0 = whole image) is rounded up to `spec.size_multiple` and to
+    at least twice the overlap; `spec.fixed_size` overrides it. Without `balance` every tile is exactly tile x tile
+    (clipped to the padded image): one input shape for a whole batch of images. With `balance`, the grid
+    (rows x cols) and tile shape are chosen to do the least work: of all grids whose equal tiles cover the image
+    and hold at most tile x tile pixels (the memory bound), the one with the fewest tile pixels in total. A 1 MP
+    photo (1155x866) at tile 576 and overlap 40 becomes 2x2 tiles of 598x453 (8% redundant work) rather than 2x3
+    tiles of 453x412 (12%), the best grid of tiles no longer than 576 on either side. Starts are spread evenly, so
     neighbours overlap by at least the overlap and the last tile ends at the border.
     """
     if height < 1 or width < 1:

@@ -383,19 +383,19 @@ class Upscaler:
         s = backend.spec.scale
         plan = self.plan(w, h)
         dtype = np.uint16 if photo.bit_depth == 16 else np.uint8
-        native_only = self.output_size(w, h) == (w * s, h * s)
+        size = self.output_size(w, h)
+        native = size == (w * s, h * s)  # else the native pass is resized, and the resize makes the final array
         pixels = run_tiled(
             photo.rgb,
             backend.run,
             plan,
             s,
-            out=imageio.new_canvas(h * s, w * s, dtype, fmt if native_only else None),
+            out=imageio.new_canvas(h * s, w * s, dtype, fmt if native else None),
             batch=self.config.tile.batch,
             fixed_batch=backend.device == "cuda",  # one input shape per image for cuDNN
             progress=on_tile,
         )
-        size = self.output_size(w, h)
-        if size != (w * s, h * s):
+        if not native:
             pixels = imageio.resize(pixels, size)
         # alpha never goes through the model: Lanczos takes it to the output size
         alpha = None if photo.alpha is None else imageio.resize(photo.alpha, size)

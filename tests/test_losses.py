@@ -123,7 +123,8 @@ def test_l_grid_is_the_grid_score_of_each_image_averaged():
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[:48, :40]
     smooth = (120 + 50 * np.sin(yy / 3.7) * np.cos(xx / 5.3))[..., None] * np.array([1.0, 0.9, 0.8])  # no 4-px period
-    grid = np.tile(np.array([[6, -6, 0, 3], [0, 2, -4, 0], [5, 0, 0, -2], [0, -3, 1, 0]], float)[..., None], (12, 10, 3))
+    period = np.array([[6, -6, 0, 3], [0, 2, -4, 0], [5, 0, 0, -2], [0, -3, 1, 0]], float)
+    grid = np.tile(period[..., None], (12, 10, 3))
     images = [np.clip(smooth + rng.normal(0, 2, smooth.shape), 0, 255).round().astype(np.uint8),
               np.clip(smooth + grid, 0, 255).round().astype(np.uint8)]
     batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2) / 255.0)

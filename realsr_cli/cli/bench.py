@@ -15,6 +15,7 @@ from realsr_cli.bench import (
     to_markdown,
 )
 from realsr_cli.cli import console
+from realsr_cli.config import PRECISIONS
 from realsr_cli.errors import ConfigError
 
 DEFAULT_SIZES = ",".join(f"{mp:g}" for mp in BenchConfig.sizes_mp)
@@ -29,7 +30,7 @@ DEFAULT_SIZES = ",".join(f"{mp:g}" for mp in BenchConfig.sizes_mp)
                    "with a note.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto uses CUDA when it really loads, else the CPU.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Arithmetic of the model, as for realsr upscale; the reference convolution runs in the same.")
 @click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
               help="Comma-separated sizes in megapixels of the photos timed end to end, each in a fresh process; "

@@ -13,7 +13,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from realsr_cli.cli import console
-from realsr_cli.config import TileConfig, UpscaleConfig
+from realsr_cli.config import (
+    LARGE_PHOTO_PIXELS,
+    LARGE_PHOTO_TILE,
+    PRECISIONS,
+    SMALL_PHOTO_TILE,
+    TileConfig,
+    UpscaleConfig,
+)
 from realsr_cli.errors import EXIT_SOME_FAILED
 
 
@@ -29,13 +36,14 @@ from realsr_cli.errors import EXIT_SOME_FAILED
               help="Inference engine; auto uses whatever the model file is (ONNX for the bundled model).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto uses CUDA when it really loads, else the CPU (with a one-line notice if CUDA was asked for).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Arithmetic of the model: auto runs fp16 on CUDA and bf16 for TorchScript on CPUs with native bf16 "
                    "(realsr models that support half precision), else fp32. fp16 needs CUDA, bf16 TorchScript.")
 @click.option("--tile", type=click.IntRange(min=0), default=None,
               help="Tile size: at most N x N input pixels per tile (on CPU tiles may be oblong, to cut overlap work); "
-                   "0 = the whole image in one piece. Default: 544 up to 4 MP, 384 above (less memory where the "
-                   "output is large).")
+                   f"0 = the whole image in one piece. Default: {SMALL_PHOTO_TILE} up to "
+                   f"{LARGE_PHOTO_PIXELS // 1_000_000} MP, {LARGE_PHOTO_TILE} above (less memory where the output "
+                   "is large).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="Input pixels shared by neighbouring tiles. Default: from the model's receptive field (exact).")
 @click.option("--batch", type=click.IntRange(min=1), default=TileConfig.batch, show_default=True,
