@@ -126,7 +126,8 @@ class LossWeights:
     Defaults are method.md's (from a public re-implementation; the paper gives none). `alpha` and `beta` weight the
     perceptual (VGG19 conv5_4) and adversarial (LSGAN against D_HR) terms inside L_rec and L_cyc. A weight of 0 turns
     its term off and with it every network only that term needs (alpha = 0: no VGG; beta = 0: no D_HR; ...).
-    `grid` weights L_grid, which is not the paper's (losses.l_grid): + grid*L_grid, off by default.
+    `grid` weights L_grid, which is not the paper's (losses.l_grid): + grid*L_grid, off by default; `fm` weights
+    L_fm inside L_rec and L_cyc beside alpha and beta (losses.l_fm), off by default.
     """
 
     rec: float = 1.0
@@ -140,6 +141,9 @@ class LossWeights:
     # L_grid (losses.l_grid), this project's addition: penalises the sub-pixel grid of G_SR's outputs, on source,
     # cycle and real target crops alike
     grid: float = 0.0
+    # L_fm (losses.l_fm), this project's addition inside L_rec and L_cyc: feature matching on D_HR's activations, a
+    # perceptual signal that needs no downloaded weights (alpha's VGG19 does)
+    fm: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -170,6 +174,39 @@ class OptimConfig:
     def lr_at(self, step: int, base: float) -> float:
         """The learning rate for the update that makes step `step` + 1: base * gamma**(milestones passed)."""
         return base * self.gamma ** sum(step >= m for m in self.milestones)
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """How x_s is made from a source HR crop. `enabled = false` keeps the paper's plain bicubic x_s.
+
+    Every degraded crop is: [blur] -> resize to between 1x and 2x the LR size -> [noise] -> [JPEG], then with
+    probability `second_order`: [mild blur] -> resize to the LR size -> [noise] -> [JPEG]; otherwise a resize to
+    the LR size and a final [JPEG]. Each bracketed step happens with its probability. Noise sigmas are 8-bit
+    levels; `gray_noise` is the share of noise that is luminance-only (the rest is independent per channel).
+    """
+
+    enabled: bool = False
+    clean: float = 0.2  # share of crops left as plain bicubic x_s, so clean photos stay sharp
+    blur: float = 0.7
+    blur_sigma: tuple[float, float] = (0.2, 3.0)  # first blur, in HR pixels
+    second_order: float = 0.6
+    noise: float = 0.7
+    noise_sigma: tuple[float, float] = (1.0, 25.0)
+    gray_noise: float = 0.4
+    jpeg: float = 0.8
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+    def __post_init__(self) -> None:
+        for key in ("clean", "blur", "second_order", "noise", "gray_noise", "jpeg"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"degradation.{key} is a probability in [0, 1], got {getattr(self, key)}")
+        for key in ("blur_sigma", "noise_sigma", "jpeg_quality"):
+            lo, hi = getattr(self, key)
+            if not 0 <= lo <= hi:
+                raise ConfigError(f"degradation.{key} must be a range [low, high] with 0 <= low <= high, got {[lo, hi]}")
+        if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ConfigError(f"degradation.jpeg_quality must lie within [1, 100], got {list(self.jpeg_quality)}")
 
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -212,8 +249,13 @@ class TrainConfig:
     # sharpening but not colour; with whole images, G_t also copies the target photos' colour cast, and G_SR
     # learns to undo a cast that real inputs do not have)
     sty_input: str = "image"
+    # decay of an exponential moving average of the generators' weights, updated after every step; validation,
+    # model.pth and exports use the average (a GAN's weights wander step to step; their average does not). 0 = off
+    ema: float = 0.0
     weights: LossWeights = field(default_factory=LossWeights)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # synthetic degradations of x_s besides bicubic (realsr_cli.degrade); off = the paper's bicubic x_s
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
     def __post_init__(self) -> None:
         for key in ("iters", "batch_size", "log_every", "checkpoint_every"):
@@ -224,6 +266,8 @@ class TrainConfig:
         for key in ("workers", "seed", "val_every", "keep_checkpoints", "threads"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must lie in [0, 1), got {self.ema}")
         if self.sty_input not in STY_INPUTS:
             raise ConfigError(f"sty_input must be one of {', '.join(STY_INPUTS)}, got {self.sty_input!r}")
         if self.amp not in AMP_CHOICES:
@@ -233,7 +277,7 @@ class TrainConfig:
     def effective_weights(self) -> LossWeights:
         """The weights training uses: `baseline` keeps only L_rec's pixel term (alpha = beta = 0, the rest 0)."""
         if self.baseline:
-            return LossWeights(rec=self.weights.rec, align=0, res=0, sty=0, idt=0, cyc=0, alpha=0, beta=0)
+            return LossWeights(rec=self.weights.rec, align=0, res=0, sty=0, idt=0, cyc=0, alpha=0, beta=0, fm=0)
         return self.weights
 
     @property

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from realsr_cli.config import DegradationConfig
+from realsr_cli.degrade import degrade
 from realsr_cli.errors import InputError
 from realsr_cli.evaluate import list_pairs
 from realsr_cli.imageio import list_images, read_rgb8
@@ -53,7 +55,7 @@ def dihedral(img: np.ndarray, k: int) -> np.ndarray:
 class Batch:
     """One step's crops, uint8, shaped NCHW with NHWC memory (channels_last), for the trainer to move to the device."""
 
-    source_lr: np.ndarray  # (N, 3, P, P): x_s, bicubic downscale of source_hr
+    source_lr: np.ndarray  # (N, 3, P, P): x_s, bicubic downscale of source_hr (or its synthetic degradation)
     source_hr: np.ndarray  # (N, 3, P*s, P*s): y_s
     target_lr: np.ndarray | None  # (N, 3, P, P): x_t, drawn independently of the source crops
 
@@ -74,6 +76,7 @@ class TrainingData:
         batch_size: int,
         scale: int = 4,
         seed: int = 0,
+        degradation: DegradationConfig = DegradationConfig(),
     ) -> None:
         self.files: list[str] = []  # "source/<relative path>\t<bytes>" per file read from folders, for fingerprint()
         self.scale = scale
@@ -84,6 +87,7 @@ class TrainingData:
         self.source_hr = [hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale] for hr in source_hr]
         self.source_lr = [bicubic_downscale(hr, scale) for hr in self.source_hr]
         self.target_lr = target_lr
+        self.degradation = degradation
 
     @classmethod
     def from_folders(
@@ -95,6 +99,7 @@ class TrainingData:
         batch_size: int,
         scale: int = 4,
         seed: int = 0,
+        degradation: DegradationConfig = DegradationConfig(),
         workers: int = 0,
         warn=None,
     ) -> TrainingData:
@@ -107,7 +112,9 @@ class TrainingData:
         warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
         source, source_files = _load_usable(source_dir, "source HR", lr_patch * scale, workers, warn)
         target, target_files = _load_usable(target_dir, "target LR", lr_patch, workers, warn) if target_dir else (None, [])
-        data = cls(source, target, lr_patch=lr_patch, batch_size=batch_size, scale=scale, seed=seed)
+        data = cls(
+            source, target, lr_patch=lr_patch, batch_size=batch_size, scale=scale, seed=seed, degradation=degradation
+        )
         data.files = [f"source/{p.relative_to(source_dir).as_posix()}\t{p.stat().st_size}" for p in source_files]
         data.files += [f"target/{p.relative_to(target_dir).as_posix()}\t{p.stat().st_size}" for p in target_files]
         return data
@@ -129,6 +136,10 @@ class TrainingData:
             k = int(rng.integers(8))
             source_lr.append(dihedral(lr[top : top + p, left : left + p], k))
             source_hr.append(dihedral(hr[top * s : (top + p) * s, left * s : (left + p) * s], k))
+        if self.degradation.enabled:
+            # a third stream, so turning degradations on keeps every crop position and target draw
+            rng = np.random.default_rng([self.seed, step, 2])
+            source_lr = [degrade(np.ascontiguousarray(hr), s, self.degradation, rng) for hr in source_hr]
         target_lr = None
         if self.target_lr is not None:
             # its own stream: the target draws never shift the source draws (a baseline sees the same source crops)

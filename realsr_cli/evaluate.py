@@ -19,7 +19,7 @@ from PIL import Image
 
 from realsr_cli.errors import InputError
 from realsr_cli.imageio import list_images, read_rgb8
-from realsr_cli.metrics import psnr, ssim
+from realsr_cli.metrics import colour_bias, grid_score, psnr, ssim
 from realsr_cli.niqe import niqe
 
 __all__ = ["Scores", "ImageResult", "EvalReport", "evaluate", "evaluate_images", "bicubic_upscale", "list_pairs"]
@@ -36,6 +36,11 @@ class Scores:
     ssim_y: float | None = None
     psnr_rgb: float | None = None  # dB, all three channels, same crop
     niqe: float | None = None  # lower is more natural
+    grid: float | None = None  # sub-pixel grid score (metrics.grid_score): natural images ~0.1, a checkerboard far more
+    # mean signed difference from the HR per channel, 8-bit levels, same crop: a colour cast
+    bias_r: float | None = None
+    bias_g: float | None = None
+    bias_b: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,15 +133,21 @@ def _niqe_or_none(img: np.ndarray) -> float | None:
     return score if math.isfinite(score) else None
 
 
-def _score(sr: np.ndarray, hr: np.ndarray | None, with_niqe: bool) -> Scores:
+def _score(sr: np.ndarray, hr: np.ndarray | None, with_niqe: bool, scale: int) -> Scores:
     nat = _niqe_or_none(sr) if with_niqe else None
+    grid = grid_score(sr, scale) if scale > 1 else None
     if hr is None:
-        return Scores(niqe=nat)
+        return Scores(niqe=nat, grid=grid)
+    bias_r, bias_g, bias_b = colour_bias(sr, hr, border=BORDER)
     return Scores(
         psnr_y=psnr(sr, hr, border=BORDER),
         ssim_y=ssim(sr, hr, border=BORDER),
         psnr_rgb=psnr(sr, hr, border=BORDER, y_channel=False),
         niqe=nat,
+        grid=grid,
+        bias_r=bias_r,
+        bias_g=bias_g,
+        bias_b=bias_b,
     )
 
 
@@ -168,8 +179,8 @@ def evaluate_images(
             )
         yield ImageResult(
             name=name,
-            model=_score(sr, hr, with_niqe),
-            bicubic=_score(bicubic, hr, with_niqe),
+            model=_score(sr, hr, with_niqe, scale),
+            bicubic=_score(bicubic, hr, with_niqe, scale),
             hr=Scores(niqe=_niqe_or_none(hr) if with_niqe else None) if hr is not None else None,
         )
 
@@ -185,8 +196,8 @@ def evaluate(
 ) -> EvalReport:
     """Score a model against bicubic on a folder of LR images, with HR partners of the same names or without.
 
-    With `hr_dir`: PSNR-Y, SSIM-Y and PSNR-RGB (4-pixel border crop) and NIQE of model, bicubic and HR; without:
-    NIQE alone. Images are read one at a time. Raises InputError for a missing or empty folder, an image without
+    With `hr_dir`: PSNR-Y, SSIM-Y, PSNR-RGB and the colour bias (4-pixel border crop), NIQE and the grid score of
+    model and bicubic, and the HR's NIQE; without: NIQE and the grid score. Images are read one at a time. Raises InputError for a missing or empty folder, an image without
     its partner, an unreadable file, or a model output whose size differs from the HR's (each naming the file).
     """
     pairs = list_pairs(lr_dir, hr_dir)

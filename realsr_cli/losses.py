@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Score = Callable[[Tensor], Tensor]
+# D_HR seen by the generator: an SR image -> (D_HR's scores, the feature-matching distance L_fm to y_s or None)
+Critic = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 
 
 def lsgan(score: Tensor, target: float) -> Tensor:
@@ -29,6 +31,13 @@ def l1(a: Tensor, b: Tensor) -> Tensor:
 def l_fea(sr_features: Tensor, hr_features: Tensor) -> Tensor:
     """L_fea: L1 between perceptual features (VGG19 conv5_4 before ReLU, see realsr_cli.vgg) of SR and HR."""
     return l1(sr_features, hr_features)
+
+
+def l_fm(sr_features: list[Tensor], hr_features: list[Tensor]) -> Tensor:
+    """L_fm, this project's perceptual term (not the paper's; pix2pixHD's feature matching): the mean over D_HR's
+    layers of the L1 distance between its activations on SR and on y_s. It needs no pretrained weights, so it
+    stands in for the VGG19 term where those cannot be downloaded."""
+    return sum(l1(a, b) for a, b in zip(sr_features, hr_features, strict=True)) / len(sr_features)
 
 
 def l_adv_generator(fake_score: Tensor) -> Tensor:
@@ -47,19 +56,25 @@ def l_rec(
     *,
     alpha: float = 0.0,
     beta: float = 0.0,
+    fm: float = 0.0,
     fea: Score | None = None,
-    hr_disc: Score | None = None,
+    critic: Critic | None = None,
 ) -> Tensor:
-    """L_rec = |y_s - G_SR(E(x_s))|_1 + alpha * L_fea(y_s, sr) + beta * L_adv(sr).
+    """L_rec = |y_s - G_SR(E(x_s))|_1 + alpha * L_fea(y_s, sr) + beta * L_adv(sr) + fm * L_fm(sr, y_s).
 
-    `fea(sr)` returns L_fea against y_s (the caller binds y_s's features once); `hr_disc(sr)` returns D_HR scores.
-    Each is called only when its weight is non-zero, so alpha = 0 never touches VGG and beta = 0 never D_HR.
+    `fea(sr)` returns L_fea against y_s (the caller binds y_s's features once); `critic(sr)` returns D_HR's scores
+    and L_fm (one D_HR pass serves both). Each is called only when a weight needs it, so alpha = 0 never touches
+    VGG and beta = fm = 0 never D_HR.
     """
     loss = l1(source_hr, sr)
     if alpha:
         loss = loss + alpha * fea(sr)
-    if beta:
-        loss = loss + beta * l_adv_generator(hr_disc(sr))
+    if beta or fm:
+        scores, matching = critic(sr)
+        if beta:
+            loss = loss + beta * l_adv_generator(scores)
+        if fm:
+            loss = loss + fm * matching
     return loss
 
 
@@ -69,12 +84,13 @@ def l_cyc(
     *,
     alpha: float = 0.0,
     beta: float = 0.0,
+    fm: float = 0.0,
     fea: Score | None = None,
-    hr_disc: Score | None = None,
+    critic: Critic | None = None,
 ) -> Tensor:
-    """L_cyc = |y_s - G_SR(E(G_t(E(x_s))))|_1 plus the same alpha/beta perceptual and adversarial terms as L_rec
-    (method.md's choice): the source image carried into the target style must still super-resolve to y_s."""
-    return l_rec(source_hr, cycle_sr, alpha=alpha, beta=beta, fea=fea, hr_disc=hr_disc)
+    """L_cyc = |y_s - G_SR(E(G_t(E(x_s))))|_1 plus the same perceptual, adversarial and feature-matching terms as
+    L_rec (method.md's choice): the source image carried into the target style must still super-resolve to y_s."""
+    return l_rec(source_hr, cycle_sr, alpha=alpha, beta=beta, fm=fm, fea=fea, critic=critic)
 
 
 def l_align_encoder(target_score: Tensor, source_score: Tensor) -> Tensor:

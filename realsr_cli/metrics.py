@@ -15,7 +15,7 @@ import numpy as np
 from realsr_cli.errors import InputError
 from realsr_cli.niqe import niqe  # re-exported, so every score imports from here
 
-__all__ = ["psnr", "ssim", "rgb_to_y", "niqe"]
+__all__ = ["psnr", "ssim", "rgb_to_y", "niqe", "grid_score", "colour_bias"]
 
 # MATLAB rgb2ycbcr, Y row: Y = 16 + (65.481 R + 128.553 G + 24.966 B) on RGB in [0, 1], i.e. Y in [16, 235]
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
@@ -106,3 +106,31 @@ def ssim(a: np.ndarray, b: np.ndarray, *, border: int = 4, y_channel: bool = Tru
     if y_channel:
         return _ssim_2d(a, b)
     return float(np.mean([_ssim_2d(a[..., c], b[..., c]) for c in range(3)]))
+
+
+def grid_score(img: np.ndarray, period: int = 4) -> float:
+    """The sub-pixel grid of an x`period` SR output, as `shared/tools/gridscore.py` measures it: high-pass the
+    8-bit luma (PIL's "L", minus its 5x5 box mean with mirrored edges), average it over each of the period x period
+    output positions and take the standard deviation of those means. Natural images score about 0.1; a PixelShuffle
+    checkerboard far more. No reference needed."""
+    from PIL import Image
+
+    luma = np.asarray(Image.fromarray(np.ascontiguousarray(img)).convert("L"), dtype=np.float64)
+    high = luma - _box5(luma)
+    h, w = high.shape[0] // period * period, high.shape[1] // period * period
+    phases = high[:h, :w].reshape(h // period, period, w // period, period).mean(axis=(0, 2))
+    return float(phases.std())
+
+
+def _box5(a: np.ndarray) -> np.ndarray:
+    """5x5 mean with mirrored edges (numpy's "symmetric" padding), by summed-area table."""
+    c = np.cumsum(np.cumsum(np.pad(a, 2, mode="symmetric"), 0), 1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    return (c[5:, 5:] - c[:-5, 5:] - c[5:, :-5] + c[:-5, :-5]) / 25.0
+
+
+def colour_bias(sr: np.ndarray, hr: np.ndarray, border: int = 0) -> tuple[float, float, float]:
+    """Mean signed difference sr - hr per channel (R, G, B) in 8-bit levels, after a border crop: a colour cast
+    shows here while PSNR-Y barely moves."""
+    a, b = _prepare(sr, hr, border, y_channel=False)
+    return tuple(float(v) for v in (a - b).reshape(-1, 3).mean(axis=0))

@@ -52,6 +52,9 @@ class ArchConfig:
     upsample: str = "pixelshuffle"  # "pixelshuffle" (one x scale step) or "nearest" (ESRGAN: x2 nearest + conv, repeated)
     hr_channels: int = 16  # pixelshuffle only: channels after the shuffle, smoothed by one HR conv; 0 = shuffle straight to RGB
     disc: str = "patch"  # "patch" (fully convolutional, LSGAN per patch) or "vgg" (strided VGG + BatchNorm + 2 linear)
+    # D_HR's kind; "" = `disc`. "unet": Real-ESRGAN's U-Net critic with spectral normalisation, one score per pixel,
+    # so it judges fine texture and the global shape at once and cannot reward one sub-pixel phase over another
+    hr_disc_type: str = ""
     disc_channels: int = 32
     # D_HR's base width; 0 = disc_channels. D_HR sees scale**2 times the pixels of D_t, so at full width it costs more
     # than all three generators together; at 16 its forward+backward is ~3x cheaper (compact, 192 px HR crops, CPU)
@@ -63,6 +66,7 @@ class ArchConfig:
             "body_block": ("residual", "rrdb"),
             "upsample": ("pixelshuffle", "nearest"),
             "disc": ("patch", "vgg"),
+            "hr_disc_type": ("", "patch", "vgg", "unet"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -259,7 +263,9 @@ class LRDecoder(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """Fully convolutional LSGAN critic: (N, in_channels, H, W) -> (N, 1, H / 2**downsamples, W / 2**downsamples) scores."""
+    """Fully convolutional LSGAN critic: (N, in_channels, H, W) -> (N, 1, H / 2**downsamples, W / 2**downsamples) scores.
+
+    `features(x)` returns the activations after each LeakyReLU and the scores, for feature matching."""
 
     def __init__(self, in_channels: int, base: int, downsamples: int) -> None:
         super().__init__()
@@ -274,6 +280,51 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats = []
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(x)
+        return x, feats
+
+
+class UNetDiscriminator(nn.Module):
+    """Real-ESRGAN's critic (Wang et al. 2021): three strided spectral-normalised convs down, three bilinear x2 up
+    with skip additions, two convs, one score per input pixel: (N, in_channels, H, W) -> (N, 1, H, W), H and W
+    multiples of 8. Spectral normalisation bounds its Lipschitz constant, which keeps the GAN stable at small batch.
+    """
+
+    def __init__(self, in_channels: int, base: int) -> None:
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        c = base
+        self.conv0 = _conv(in_channels, c)
+        self.down = nn.ModuleList(sn(nn.Conv2d(a, b, 4, 2, 1, bias=False)) for a, b in ((c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c)))
+        self.up = nn.ModuleList(sn(nn.Conv2d(a, b, 3, 1, 1, bias=False)) for a, b in ((8 * c, 4 * c), (4 * c, 2 * c), (2 * c, c)))
+        self.tail = nn.ModuleList(sn(nn.Conv2d(c, c, 3, 1, 1, bias=False)) for _ in range(2))
+        self.conv_out = _conv(c, 1)
+        self.act = nn.LeakyReLU(0.2)  # not in place: the skips reuse the activations
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[0]
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The scores and every intermediate activation (for feature matching)."""
+        skips = [self.act(self.conv0(x))]
+        for conv in self.down:
+            skips.append(self.act(conv(skips[-1])))
+        feats = list(skips)
+        x = skips.pop()
+        for conv in self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = self.act(conv(x)) + skips.pop()
+            feats.append(x)
+        for conv in self.tail:
+            x = self.act(conv(x))
+        feats.append(x)
+        return self.conv_out(x), feats
 
 
 class VGGDiscriminator(nn.Module):
@@ -299,8 +350,11 @@ class VGGDiscriminator(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
-def _discriminator(arch: ArchConfig, in_channels: int, downsamples: int, base: int = 0) -> nn.Module:
-    cls = PatchDiscriminator if arch.disc == "patch" else VGGDiscriminator
+def _discriminator(arch: ArchConfig, in_channels: int, downsamples: int, base: int = 0, kind: str = "") -> nn.Module:
+    kind = kind or arch.disc
+    if kind == "unet":
+        return UNetDiscriminator(in_channels, base or arch.disc_channels)
+    cls = PatchDiscriminator if kind == "patch" else VGGDiscriminator
     return cls(in_channels, base or arch.disc_channels, downsamples)
 
 
@@ -330,7 +384,7 @@ def build_networks(arch: ArchConfig) -> dict[str, nn.Module]:
         "feature_disc": _discriminator(arch, arch.channels, 2),
         "lr_disc": _discriminator(arch, arch.in_channels, 2),
         "hr_disc": _discriminator(
-            arch, arch.in_channels, 2 + max(arch.scale.bit_length() - 1, 0), arch.hr_disc_channels
+            arch, arch.in_channels, 2 + max(arch.scale.bit_length() - 1, 0), arch.hr_disc_channels, arch.hr_disc_type
         ),
     }
 
@@ -432,6 +486,7 @@ class Checkpoint:
     arch: ArchConfig
     spec: ModelSpec
     states: dict[str, dict]  # role -> state dict
+    ema_states: dict[str, dict]  # generator role -> the moving average of its weights (training with ema > 0)
     step: int
     optimizers: dict
     config: dict
@@ -439,19 +494,25 @@ class Checkpoint:
     sha256: str
     path: Path
 
+    @property
+    def final_states(self) -> dict[str, dict]:
+        """The weights to use: each generator's moving average where the run kept one, else its raw weights."""
+        return {**self.states, **self.ema_states}
+
     def generator(self) -> SRNet:
-        """E + G_SR with this checkpoint's weights, in eval mode."""
+        """E + G_SR with this checkpoint's final weights (`final_states`), in eval mode."""
         net = build_generator(self.arch)
-        _load_state(net.encoder, self.states, "encoder", self.path)
-        _load_state(net.sr_decoder, self.states, "sr_decoder", self.path)
+        _load_state(net.encoder, self.final_states, "encoder", self.path)
+        _load_state(net.sr_decoder, self.final_states, "sr_decoder", self.path)
         return net.eval()
 
     def networks(self) -> dict[str, nn.Module]:
-        """Every network the checkpoint holds weights for, loaded; networks it lacks keep their fresh initialisation."""
+        """Every network the checkpoint holds weights for, loaded with its final weights; networks it lacks keep
+        their fresh initialisation."""
         nets = build_networks(self.arch)
         for role, net in nets.items():
             if role in self.states:
-                _load_state(net, self.states, role, self.path)
+                _load_state(net, self.final_states, role, self.path)
         return nets
 
 
@@ -474,13 +535,16 @@ def save_checkpoint(
     optimizers: dict | None = None,
     config: dict | None = None,
     provenance: dict | None = None,
+    ema: dict[str, nn.Module] | None = None,
 ) -> Path:
     """Write a self-describing checkpoint atomically (temp file + rename), loadable with weights_only=True.
 
     `networks` maps roles (GENERATOR_ROLES, DISCRIMINATOR_ROLES) to modules; `optimizers` maps names to optimizer
-    state dicts; `config` is the training config as plain data; `provenance` says where the weights came from.
+    state dicts; `config` is the training config as plain data; `provenance` says where the weights came from;
+    `ema` maps generator roles to the moving averages of their weights.
     """
-    unknown = sorted(set(networks) - set(GENERATOR_ROLES) - set(DISCRIMINATOR_ROLES))
+    ema = ema or {}
+    unknown = sorted(set(networks) - set(GENERATOR_ROLES) - set(DISCRIMINATOR_ROLES)) + sorted(set(ema) - set(GENERATOR_ROLES))
     if unknown:
         raise ModelError(f"unknown network roles: {', '.join(unknown)}")
     payload = {
@@ -488,7 +552,8 @@ def save_checkpoint(
         "version": CHECKPOINT_VERSION,
         "arch": asdict(arch),
         "spec": spec_for(arch).to_dict(),
-        "states": {role: {k: v.detach().cpu() for k, v in net.state_dict().items()} for role, net in networks.items()},
+        "states": {role: _cpu_state(net) for role, net in networks.items()},
+        "ema_states": {role: _cpu_state(net) for role, net in ema.items()},
         "step": int(step),
         "optimizers": copy.deepcopy(optimizers or {}),
         "config": config or {},
@@ -508,9 +573,14 @@ def save_checkpoint(
     return path
 
 
+def _cpu_state(net: nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
 def release_checkpoint(source: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write the shippable form of a trained checkpoint: the generators it holds (E, G_SR and G_t when trained), its
-    config and provenance, without optimizer or discriminator state (a fraction of the size)."""
+    """Write the shippable form of a trained checkpoint: the generators it holds (E, G_SR and G_t when trained) with
+    their final weights (the moving average where the run kept one), its config and provenance, without optimizer,
+    discriminator or raw-weight state (a fraction of the size)."""
     nets = source.networks()
     generators = {role: nets[role] for role in GENERATOR_ROLES if role in source.states}
     provenance = {**source.provenance, "released_from": {"path": str(source.path), "sha256": source.sha256}}
@@ -551,6 +621,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         arch=arch,
         spec=replace(ModelSpec.from_dict(data["spec"]), source_sha256=sha),
         states=data["states"],
+        ema_states=data.get("ema_states", {}),
         step=int(data.get("step", 0)),
         optimizers=data.get("optimizers", {}),
         config=data.get("config", {}),

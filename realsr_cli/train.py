@@ -7,6 +7,7 @@ The CLI owns the console: this module reports through a `reporter(TrainEvent)` c
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import json
 import math
@@ -44,6 +45,7 @@ from realsr_cli.losses import (
     l_align_encoder,
     l_cyc,
     l_fea,
+    l_fm,
     l_grid,
     l_idt,
     l_rec,
@@ -100,7 +102,7 @@ def active_roles(weights: LossWeights) -> tuple[str, ...]:
         roles.append("feature_disc")
     if w.sty:
         roles.append("lr_disc")
-    if w.beta and (w.rec or w.cyc):
+    if (w.beta or w.fm) and (w.rec or w.cyc):
         roles.append("hr_disc")
     return tuple(roles)
 
@@ -190,11 +192,14 @@ class Trainer:
         self.weights = cfg.effective_weights
         self.roles = active_roles(self.weights)
         self.arch = build_arch(cfg)
+        if self.weights.fm and "hr_disc" in self.roles and (self.arch.hr_disc_type or self.arch.disc) == "vgg":
+            raise ConfigError("feature matching (weights.fm) needs a patch or unet D_HR (arch hr_disc_type), not vgg")
         self.device = pick_device(cfg.device)
         self.amp_dtype = pick_amp(cfg.amp, self.device)
         self.out = Path(cfg.out)
         self.step = 0
         self.nets: dict[str, nn.Module] = {}
+        self.ema: dict[str, nn.Module] = {}  # generator role -> moving average of its weights (cfg.ema > 0)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.scalers: dict[str, torch.amp.GradScaler] = {}
         self.vgg: nn.Module | None = None
@@ -229,7 +234,7 @@ class Trainer:
         if cfg.init_from and resume_from is None:
             init_from = load_checkpoint(cfg.init_from)
             # only the generators are warm-started, so the discriminators' shape may differ
-            ignored = {"name", "disc", "disc_channels", "hr_disc_channels"}
+            ignored = {"name", "disc", "disc_channels", "hr_disc_channels", "hr_disc_type"}
             differing = [k for k in config_differences(asdict(init_from.arch), asdict(self.arch)) if k not in ignored]
             if differing:
                 raise ModelError(
@@ -249,6 +254,7 @@ class Trainer:
             batch_size=cfg.batch_size,
             scale=self.arch.scale,
             seed=cfg.seed,
+            degradation=cfg.degradation,
             workers=cfg.workers,
             warn=self._warn,
         )
@@ -276,6 +282,11 @@ class Trainer:
             self._restore(resume_from)
         elif init_from is not None:
             self._warm_start(init_from)
+        if cfg.ema:
+            self.ema = {r: copy.deepcopy(net).requires_grad_(False) for r, net in self.nets.items() if r in GENERATOR_ROLES}
+            for role, average in self.ema.items():
+                if resume_from is not None and role in resume_from.ema_states:
+                    average.load_state_dict(resume_from.ema_states[role])
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         self._prepare_log()
@@ -313,7 +324,7 @@ class Trainer:
     def _warm_start(self, ckpt) -> None:
         loaded = [role for role in GENERATOR_ROLES if role in self.nets and role in ckpt.states]
         for role in loaded:
-            self.nets[role].load_state_dict(ckpt.states[role])
+            self.nets[role].load_state_dict(ckpt.final_states[role])
         self.init_info = {"path": str(ckpt.path), "sha256": ckpt.sha256, "step": ckpt.step, "roles": loaded}
         message = f"warm start: {', '.join(loaded)} from {ckpt.path} (step {ckpt.step})"
         self.report(TrainEvent("info", 0, self.cfg.iters, message=message))
@@ -371,7 +382,20 @@ class Trainer:
                     def fea(img: Tensor) -> Tensor:
                         return l_fea(self.vgg(img), hr_features)
 
-                sr_terms = {"alpha": w.alpha, "beta": w.beta, "fea": fea, "hr_disc": hr_disc}
+                critic = None
+                if hr_disc is not None:
+                    hr_disc_features = None
+                    if w.fm:
+                        with torch.no_grad():
+                            hr_disc_features = hr_disc.features(source_hr)[1]  # y_s's, shared by L_rec and L_cyc
+
+                    def critic(img: Tensor) -> tuple[Tensor, Tensor | None]:
+                        if not w.fm:
+                            return hr_disc(img), None
+                        scores, features = hr_disc.features(img)
+                        return scores, l_fm(features, hr_disc_features)
+
+                sr_terms = {"alpha": w.alpha, "beta": w.beta, "fm": w.fm, "fea": fea, "critic": critic}
                 terms = {"l_rec": l_rec(source_hr, sr, **sr_terms)}
                 target_feat = encoder(target_lr) if (w.align or w.res) else None  # (N, C, P, P): f_t
                 if w.align:
@@ -399,6 +423,7 @@ class Trainer:
                     terms["l_grid"] = sum(l_grid(o, self.arch.scale) for o in outputs) / len(outputs)
             loss = generator_objective(terms, w)
             self._update([r for r in GENERATOR_ROLES if r in n], loss, "generator")
+            self._update_ema()
         finally:
             for d in discs:
                 d.requires_grad_(True)
@@ -409,6 +434,12 @@ class Trainer:
             fakes["fake_target_lr"] = fake_target_lr.detach()
         terms = {"loss_g": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
         return terms, fakes
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema
+        for role, average in self.ema.items():
+            torch._foreach_lerp_(list(average.parameters()), list(self.nets[role].parameters()), 1.0 - decay)
 
     def _sty_view(self, lr: Tensor) -> Tensor:
         """What D_t sees of an LR image: the image itself, or its high frequencies (cfg.sty_input)."""
@@ -537,7 +568,8 @@ class Trainer:
         """Mean PSNR-Y and SSIM-Y (4-pixel border) of the in-memory E + G_SR, in fp32, on the full validation LR images."""
         from realsr_cli.metrics import psnr, ssim
 
-        encoder, sr_decoder = self.nets["encoder"], self.nets["sr_decoder"]
+        nets = self.ema or self.nets  # the weights that ship
+        encoder, sr_decoder = nets["encoder"], nets["sr_decoder"]
         encoder.eval(), sr_decoder.eval()
         psnrs, ssims = [], []
         try:
@@ -577,6 +609,7 @@ class Trainer:
             optimizers=optimizers,
             config=self.cfg.to_dict(),
             provenance=self._provenance(),
+            ema=self.ema,
         )
 
     def _provenance(self) -> dict:

@@ -85,6 +85,23 @@ def test_evaluate_constant_offset_gives_the_exact_psnr(tmp_path, rng):
     assert r.model.psnr_y == pytest.approx(20 * math.log10(255 / (5 * 219 / 255)), abs=1e-9)
     assert r.model.ssim_y == pytest.approx(ssim(hr + np.uint8(5), hr))
     assert r.model.niqe is None and r.hr.niqe is None  # with_niqe=False
+    assert (r.model.bias_r, r.model.bias_g, r.model.bias_b) == pytest.approx((5.0, 5.0, 5.0))
+
+
+def test_evaluate_reports_a_colour_cast_per_channel_and_the_grid(tmp_path, rng):
+    lr = rng.integers(20, 200, (24, 24, 3), dtype=np.uint8)
+    hr = np.full((96, 96, 3), 100, dtype=np.uint8)
+    # red +4 levels, blue -2; and a 4-pixel checkerboard in every output pixel (0, 0) of each 4x4 block
+    sr = hr.astype(np.int16) + np.array([4, 0, -2], dtype=np.int16)
+    sr[::4, ::4] += 40
+    sr = sr.astype(np.uint8)
+    _write(tmp_path / "lr" / "x.png", lr)
+    _write(tmp_path / "hr" / "x.png", hr)
+    (r,) = evaluate(lambda _: sr, tmp_path / "lr", tmp_path / "hr", with_niqe=False).images
+    # inside the 4-pixel border crop, 1 pixel in 16 carries +40
+    assert r.model.bias_r == pytest.approx(4 + 40 / 16) and r.model.bias_b == pytest.approx(-2 + 40 / 16)
+    assert r.model.grid > 1.0  # a periodic grid
+    assert r.bicubic.grid < r.model.grid
 
 
 def test_evaluate_perfect_model_reports_inf_and_json_null(pairs_dir):
@@ -179,7 +196,10 @@ def test_cli_json_has_every_field_and_the_known_psnr(pairs_dir, fake_model):
     assert [img["name"] for img in data["images"]] == ["a.png", "sub/b.png"]
     for img in data["images"]:
         assert set(img) == {"name", "model", "bicubic", "hr"}
-        assert set(img["model"]) == set(img["bicubic"]) == {"psnr_y", "ssim_y", "psnr_rgb", "niqe"}
+        assert set(img["model"]) == set(img["bicubic"]) == {
+            "psnr_y", "ssim_y", "psnr_rgb", "niqe", "grid", "bias_r", "bias_g", "bias_b"
+        }
+        assert img["model"]["bias_r"] == pytest.approx(-3.0)  # the fake model is bicubic, each HR bicubic + 3
         assert img["model"]["psnr_rgb"] == pytest.approx(20 * math.log10(255 / 3), abs=1e-9)
         assert img["hr"]["niqe"] > 0
     assert set(data["mean"]) == {"model", "bicubic", "hr"}

@@ -32,8 +32,28 @@ def test_l_rec_pixel_term_alone():
 def test_l_rec_adds_alpha_perceptual_and_beta_adversarial_terms():
     hr, sr = t(0.0, 1.0, 0.5, 0.25).view(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5)
     # L_fea stand-in: sum of sr = 2.0; D_HR stand-in: mean of sr = 0.5, so L_adv = (0.5 - 1)^2 = 0.25
-    value = losses.l_rec(hr, sr, alpha=0.1, beta=0.5, fea=lambda x: x.sum(), hr_disc=lambda x: x.mean())
+    value = losses.l_rec(hr, sr, alpha=0.1, beta=0.5, fea=lambda x: x.sum(), critic=lambda x: (x.mean(), None))
     assert value.item() == pytest.approx(0.3125 + 0.1 * 2.0 + 0.5 * 0.25)
+
+
+def test_l_rec_adds_fm_feature_matching_from_the_same_critic_pass():
+    hr, sr = t(0.0, 1.0, 0.5, 0.25).view(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.5)
+    calls = []
+
+    def critic(x):
+        calls.append(x)
+        return x.mean(), t(0.4)
+
+    value = losses.l_rec(hr, sr, beta=0.5, fm=2.0, critic=critic)
+    assert value.item() == pytest.approx(0.3125 + 0.5 * 0.25 + 2.0 * 0.4)
+    assert len(calls) == 1
+
+
+def test_l_fm_averages_the_l1_distance_over_layers():
+    sr_feats = [t(1.0, 2.0), t(0.0, 0.0, 0.0, 4.0)]
+    hr_feats = [t(1.0, 0.0), t(0.0, 0.0, 0.0, 0.0)]
+    # layer 1: (0 + 2) / 2 = 1; layer 2: 4 / 4 = 1; mean 1
+    assert losses.l_fm(sr_feats, hr_feats).item() == pytest.approx(1.0)
 
 
 def test_zero_weights_never_call_vgg_or_the_hr_discriminator():
@@ -41,15 +61,15 @@ def test_zero_weights_never_call_vgg_or_the_hr_discriminator():
         raise AssertionError("called although its weight is 0")
 
     hr, sr = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
-    assert losses.l_rec(hr, sr, alpha=0.0, beta=0.0, fea=boom, hr_disc=boom).item() == pytest.approx(1.0)
-    assert losses.l_cyc(hr, sr, alpha=0.0, beta=0.0, fea=boom, hr_disc=boom).item() == pytest.approx(1.0)
+    assert losses.l_rec(hr, sr, alpha=0.0, beta=0.0, fea=boom, critic=boom).item() == pytest.approx(1.0)
+    assert losses.l_cyc(hr, sr, alpha=0.0, beta=0.0, fea=boom, critic=boom).item() == pytest.approx(1.0)
 
 
 def test_l_cyc_has_the_same_form_as_l_rec():
     # |1 - .75| + |1 - 1.5| = 0.75 over 2 pixels; L_adv with D = mean = 1.125: (1.125 - 1)^2 = 0.015625
     hr, cyc = t(1.0, 1.0), t(0.75, 1.5)
     assert losses.l_cyc(hr, cyc).item() == pytest.approx(0.375)
-    assert losses.l_cyc(hr, cyc, beta=2.0, hr_disc=lambda x: x.mean()).item() == pytest.approx(0.375 + 2 * 0.015625)
+    assert losses.l_cyc(hr, cyc, beta=2.0, critic=lambda x: (x.mean(), None)).item() == pytest.approx(0.375 + 2 * 0.015625)
 
 
 def test_l_align_encoder_pushes_both_domains_to_one_half():

@@ -4,6 +4,7 @@ of ../shared/data (skipped without it)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 
 from conftest import shared_data
 from realsr_cli.errors import InputError
+from realsr_cli import metrics
 from realsr_cli.metrics import psnr, rgb_to_y, ssim
 from realsr_cli.niqe import imresize, niqe, niqe_luma, pristine_model
 
@@ -193,3 +195,19 @@ def test_niqe_reference_figures_on_val_realsr():
         bicubic_scores.append(niqe(np.asarray(lr.resize((lr.width * 4, lr.height * 4), Image.BICUBIC))))
     assert np.mean(hr_scores) == pytest.approx(5.908, abs=0.005)  # measured 5.90816
     assert np.mean(bicubic_scores) == pytest.approx(9.273, abs=0.005)  # measured 9.27286
+
+
+def test_grid_score_equals_the_shared_tool(tmp_path):
+    tool = Path(__file__).resolve().parents[2] / "shared" / "tools" / "gridscore.py"
+    if not tool.is_file():
+        pytest.skip(f"the shared grid-score tool is not at {tool} (a fresh clone has no shared/ folder)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gridscore", tool)
+    gridscore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gridscore)
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    img[::4, 1::4] = 255  # a sub-pixel pattern to measure
+    Image.fromarray(img).save(tmp_path / "x.png")
+    assert metrics.grid_score(img) == pytest.approx(gridscore.grid_score(tmp_path / "x.png"), abs=1e-12)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from realsr_cli import losses
 from realsr_cli.cli import cli
-from realsr_cli.config import TrainConfig, load_train_toml
+from realsr_cli.config import DegradationConfig, TrainConfig, load_train_toml
 from realsr_cli.errors import ConfigError, ModelError
 from realsr_cli.nets import DISCRIMINATOR_ROLES, GENERATOR_ROLES, load_checkpoint
 from realsr_cli.train import Trainer, TrainEvent, active_roles
@@ -440,3 +440,51 @@ def test_train_command_module_does_not_import_torch():
 def test_resume_needs_out():
     result = CliRunner().invoke(cli, ["train", "--resume"])
     assert result.exit_code == 2 and "--resume needs --out" in result.output
+
+
+def test_unet_d_hr_with_feature_matching_and_degraded_source(make_cfg):
+    cfg = make_cfg(
+        arch_overrides={"hr_disc_type": "unet"},
+        weights={"beta": 0.1, "fm": 1.0},
+        degradation=DegradationConfig(enabled=True, clean=0.0),
+    )
+    trainer = Trainer(cfg)
+    trainer.setup()
+    assert type(trainer.nets["hr_disc"]).__name__ == "UNetDiscriminator"
+    x = trainer.inputs(trainer.data.batch(0))
+    sr = trainer.nets["sr_decoder"](trainer.nets["encoder"](x["source_lr"]))
+    scores, features = trainer.nets["hr_disc"].features(sr)
+    assert scores.shape == (2, 1, 32, 32) and len(features) == 8  # one score per HR pixel
+    with torch.no_grad():
+        plain = losses.l_rec(x["source_hr"], sr).item()
+        matching = losses.l_fm(features, trainer.nets["hr_disc"].features(x["source_hr"])[1]).item()
+    assert matching > 0
+    terms, fakes = trainer.generator_step(x)
+    assert terms["l_rec"].item() > plain  # the adversarial and feature-matching terms are in L_rec
+    assert "d_adv" in trainer.discriminator_step(x, fakes)
+
+
+def test_feature_matching_needs_a_d_hr_with_features(make_cfg):
+    with pytest.raises(ConfigError, match="feature matching"):
+        Trainer(make_cfg(arch_overrides={"disc": "vgg"}, weights={"fm": 1.0}))
+
+
+def test_ema_follows_the_generators_and_ships_in_model_pth(make_cfg):
+    cfg = make_cfg("ema", ema=0.5, iters=2)
+    trainer = Trainer(cfg)
+    trainer.setup()
+    start = _states(trainer.nets)["sr_decoder"]
+    trainer.train_step(trainer.data.batch(0))
+    raw, average = trainer.nets["sr_decoder"].state_dict(), trainer.ema["sr_decoder"].state_dict()
+    for key in start:  # decay 0.5: after one step the average lies halfway between start and now
+        torch.testing.assert_close(average[key], (start[key] + raw[key]) / 2)
+    trainer.fit()
+    last = load_checkpoint(Path(cfg.out) / "last.pth")
+    assert set(last.ema_states) == {"encoder", "sr_decoder", "lr_decoder"}
+    released = load_checkpoint(Path(cfg.out) / "model.pth")
+    assert not released.ema_states
+    for key, value in released.states["sr_decoder"].items():  # model.pth ships the average, not the raw weights
+        assert torch.equal(value, last.ema_states["sr_decoder"][key])
+    assert any(not torch.equal(v, last.states["sr_decoder"][k]) for k, v in released.states["sr_decoder"].items())
+    resumed = _run(replace(cfg, resume=True, iters=3))
+    assert resumed.step == 3

@@ -28,6 +28,7 @@ COMMANDS = {
     "eval": "realsr_cli.cli.eval:eval_command",
     "compare": "realsr_cli.cli.compare:compare_command",
     "bench": "realsr_cli.cli.bench:bench_command",
+    "degrade": "realsr_cli.cli.degrade:degrade_command",
 }
 
 EPILOG = f"""Exit codes: 0 success; 1 error; 2 bad usage or config; 3 bad input (image, checkpoint, folder);

@@ -37,8 +37,9 @@ def _table(report: EvalReport, model_name: str):
     if ref:
         caption = "PSNR/SSIM on BT.601 Y (PSNR-RGB on RGB), 4-pixel border crop"
         caption += "; NIQE: lower is more natural" if has_niqe else ""
+        caption += "; grid: sub-pixel grid, natural ~0.1; bias: mean output - HR in 8-bit levels (R/G/B)"
     else:
-        caption = "no HR images: NIQE alone (lower is more natural)"
+        caption = "no HR images: NIQE (lower is more natural) and grid (sub-pixel grid, natural ~0.1)"
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
     table.add_column("image", overflow="fold")
     metrics: list[tuple[str, str, int]] = []  # (header, field, digits)
@@ -46,12 +47,15 @@ def _table(report: EvalReport, model_name: str):
         metrics += [("PSNR-Y", "psnr_y", 2), ("SSIM-Y", "ssim_y", 4), ("PSNR-RGB", "psnr_rgb", 2)]
     if has_niqe:
         metrics.append(("NIQE", "niqe", 3))
+    metrics.append(("grid", "grid", 3))
     for header, _, _ in metrics:
         table.add_column(f"{header}\nmodel", justify="right")
         table.add_column(f"{header}\nbicubic", justify="right")
     hr_niqe = ref and has_niqe
     if hr_niqe:
         table.add_column("NIQE\nHR", justify="right")
+    if ref:
+        table.add_column("bias\nmodel", justify="right")
 
     def row(name: str, model: Scores, bicubic: Scores, hr: Scores | None, style: str | None = None) -> None:
         cells = [name]
@@ -59,6 +63,8 @@ def _table(report: EvalReport, model_name: str):
             cells += [_fmt(getattr(model, field), digits), _fmt(getattr(bicubic, field), digits)]
         if hr_niqe:
             cells.append(_fmt(hr.niqe if hr is not None else None, 3))
+        if ref:
+            cells.append("/".join(f"{v:+.1f}" for v in (model.bias_r, model.bias_g, model.bias_b) if v is not None))
         table.add_row(*cells, style=style)
 
     for r in report.images:
@@ -133,8 +139,9 @@ def eval_command(
     """Score a model against bicubic upscaling, image by image and on average.
 
     With --hr: PSNR and SSIM on the Y channel (BT.601) and PSNR on RGB, after a 4-pixel border crop, for the model
-    and for bicubic side by side, plus NIQE of model, bicubic and HR. Without --hr: NIQE alone, a no-reference
-    naturalness score (lower is more natural) for photos without ground truth. LR and HR images pair up by file
+    and for bicubic side by side, NIQE of model, bicubic and HR, the grid score (a sub-pixel checkerboard: natural
+    images score about 0.1) and the model's colour bias (mean output minus HR per channel, in 8-bit levels).
+    Without --hr: NIQE, a no-reference naturalness score (lower is more natural), and the grid score. LR and HR images pair up by file
     name. The table goes to stderr; --json prints the report on stdout.
     """
     from realsr_cli.evaluate import evaluate

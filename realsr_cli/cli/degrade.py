@@ -1,0 +1,30 @@
+"""`realsr degrade`: a seeded full-reference test set of noisy, JPEG-compressed LR images from clean HR photos.
+Thin layer over realsr_cli.degrade. No torch here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from realsr_cli.cli import console
+
+
+@click.command("degrade")
+@click.argument("hr_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write lr/, hr/ and recipe.json into.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of every image's noise and JPEG draws: the same seed writes the same files.")
+@click.option("--scale", type=click.IntRange(min=2), default=4, show_default=True, help="Downscale factor.")
+def degrade_command(hr_dir: Path, out_dir: Path, seed: int, scale: int) -> None:
+    """Make LR/HR test pairs with noise and JPEG blocks from clean HR photos.
+
+    Each HR image is downscaled with bicubic, given Gaussian noise (sigma 2 to 15 levels, half of them
+    luminance-only, half colour) and saved through JPEG (quality 30 to 90). Score a model on the result with
+    `realsr eval --lr OUT/lr --hr OUT/hr`.
+    """
+    from realsr_cli.degrade import make_degraded_pairs
+
+    records = make_degraded_pairs(hr_dir, out_dir, seed=seed, scale=scale)
+    console.print(f"wrote {len(records)} pairs to {out_dir / 'lr'} and {out_dir / 'hr'} (recipe: {out_dir / 'recipe.json'})")
