@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realsr_cli.bench import BenchConfig, run_benchmark, save_report, to_markdown
+from realsr_cli.bench.benchmark import BenchConfig, run_benchmark, save_report, to_markdown
 from realsr_cli.errors import RealSRError
 
 RESULTS = Path(__file__).resolve().parent / "results"

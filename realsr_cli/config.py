@@ -27,7 +27,7 @@ class TileConfig:
     """How an image is cut into fixed-shape tiles for the backend and blended back.
 
     Tiles are never smaller than twice the overlap (smaller tiles would mostly recompute their neighbours), so a
-    tiny `tile` is raised to that; the plan (`realsr_cli.tiling.plan_tiles`) reports the shape actually used.
+    tiny `tile` is raised to that; the plan (`realsr_cli.inference.tiling.plan_tiles`) reports the shape actually used.
     """
 
     tile: int | None = None  # tiles hold at most tile x tile input pixels (balanced ones may be oblong); 0 = the
@@ -61,7 +61,7 @@ class TileConfig:
 
 @dataclass(frozen=True)
 class UpscaleConfig:
-    """What `realsr upscale` (and `realsr_cli.upscale.Upscaler`) runs: which model, where, and at what scale."""
+    """What `realsr upscale` (and `realsr_cli.inference.upscaler.Upscaler`) runs: which model, where, and at what scale."""
 
     model: str | None = None  # exported .onnx/.ts file; None = the bundled default model
     backend: str = "auto"  # auto (whatever the model file is; ONNX for the bundled model), onnx or torchscript
@@ -228,7 +228,7 @@ class TrainConfig:
     val_lr: str | None = None  # validation pairs: real LR and its HR, matched by file name
     val_hr: str | None = None
     out: str = ""  # run folder: checkpoints, log.jsonl, loss.png
-    arch: str = "compact"  # architecture preset (realsr_cli.nets.PRESETS)
+    arch: str = "compact"  # architecture preset (realsr_cli.training.nets.PRESETS)
     arch_overrides: dict[str, Any] = field(default_factory=dict)  # ArchConfig fields replacing the preset's
     baseline: bool = False  # L_rec's pixel L1 alone on bicubic pairs: E + G_SR only, no target data, no discriminators
     init_from: str | None = None  # warm start: a checkpoint whose encoder/sr_decoder/lr_decoder weights start the run
@@ -254,7 +254,7 @@ class TrainConfig:
     ema: float = 0.0
     weights: LossWeights = field(default_factory=LossWeights)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    # synthetic degradations of x_s besides bicubic (realsr_cli.degrade); off = the paper's bicubic x_s
+    # synthetic degradations of x_s besides bicubic (realsr_cli.quality.degrade); off = the paper's bicubic x_s
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
     def __post_init__(self) -> None:

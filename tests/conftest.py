@@ -34,7 +34,7 @@ def odd_image(rng) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny_arch():
-    from realsr_cli.nets import ArchConfig
+    from realsr_cli.training.nets import ArchConfig
 
     return ArchConfig(name="tiny", channels=8, encoder_blocks=1, sr_blocks=1, lr_blocks=1, hr_channels=4, disc_channels=8)
 
@@ -44,7 +44,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_arch) -> Path:
     """A checkpoint of a tiny net of the real architecture, all six networks, seeded random weights."""
     import torch
 
-    from realsr_cli.nets import build_networks, save_checkpoint
+    from realsr_cli.training.nets import build_networks, save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
@@ -56,7 +56,7 @@ def compact_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint of the `compact` preset (the shipped model's family) with seeded random weights."""
     import torch
 
-    from realsr_cli.nets import build_networks, preset, save_checkpoint
+    from realsr_cli.training.nets import build_networks, preset, save_checkpoint
 
     torch.manual_seed(0)
     arch = preset("compact")
@@ -66,7 +66,7 @@ def compact_checkpoint(tmp_path_factory) -> Path:
 
 def _exports(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
     from realsr_cli.config import ExportConfig
-    from realsr_cli.exporter import export_model
+    from realsr_cli.training.export import export_model
 
     report = export_model(checkpoint, out_dir, ExportConfig(half=True))
     assert set(report.paths) == {"onnx", "onnx_fp16", "torchscript"}, report.max_errors
@@ -75,7 +75,7 @@ def _exports(checkpoint: Path, out_dir: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_exports(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
-    """`tiny_checkpoint` exported and verified by `realsr_cli.exporter.export_model` with half=True.
+    """`tiny_checkpoint` exported and verified by `realsr_cli.training.export.export_model` with half=True.
 
     Keys: "onnx" (fp32, dynamic batch/H/W, input "input", output "output", ModelSpec in metadata_props),
     "onnx_fp16" (fp16 weights, fp32 inputs and outputs, metadata precision "fp16"), "torchscript" (`.ts`, spec JSON
@@ -100,7 +100,7 @@ def tiny_ranged_checkpoint(tmp_path_factory, tiny_arch) -> Path:
     """
     import torch
 
-    from realsr_cli.nets import build_networks, build_generator, save_checkpoint
+    from realsr_cli.training.nets import build_networks, build_generator, save_checkpoint
 
     torch.manual_seed(0)
     nets = build_networks(tiny_arch)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realsr_cli import bench
-from realsr_cli.bench import (
+from realsr_cli.bench import benchmark as bench
+from realsr_cli.bench.benchmark import (
     TARGETS,
     BenchConfig,
     count_flops,
@@ -28,7 +28,7 @@ from realsr_cli.bench import (
     to_markdown,
 )
 from realsr_cli.errors import ConfigError, InputError, ModelError
-from realsr_cli.upscale import Upscaler
+from realsr_cli.inference.upscaler import Upscaler
 
 REALSR = Path(sys.executable).with_name("realsr")
 
@@ -43,7 +43,7 @@ MEASURES = ["model cost", "reference speed", "end-to-end 0.01 MP", "efficiency 0
 
 @pytest.fixture(scope="module")
 def generator_flops(tiny_arch) -> float:
-    from realsr_cli.nets import build_generator, flops_per_input_pixel
+    from realsr_cli.training.nets import build_generator, flops_per_input_pixel
 
     return flops_per_input_pixel(build_generator(tiny_arch))
 
@@ -256,7 +256,7 @@ def test_onnx_only_run_skips_a_missing_sibling_and_never_imports_torch(tiny_expo
     shutil.copy(tiny_exports["onnx"], lonely)
     script = textwrap.dedent(f"""
         import json, sys
-        from realsr_cli.bench import BenchConfig, run_benchmark
+        from realsr_cli.bench.benchmark import BenchConfig, run_benchmark
         cfg = BenchConfig(model={str(lonely)!r}, device="cpu", sizes_mp=(0.01,), folder_count=1, folder_mp=0.01,
                           repeats=1, reference_edge=16)
         report = run_benchmark(cfg)
@@ -274,7 +274,7 @@ def test_onnx_only_run_skips_a_missing_sibling_and_never_imports_torch(tiny_expo
 def test_peak_memory_of_a_child_is_its_own():
     # ru_maxrss of a fresh child would include this process's memory at the fork (the ballast): VmHWM does not
     ballast = np.ones(32 << 20)  # 256 MiB, written
-    code = "from realsr_cli.bench import peak_rss_mib; print(peak_rss_mib())"
+    code = "from realsr_cli.bench.benchmark import peak_rss_mib; print(peak_rss_mib())"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert 0 < float(proc.stdout) < ballast.nbytes / 2**20

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT
-from realsr_cli.runtime import preferred_backend
-from realsr_cli.upscale import DEFAULT_MODEL_STEM, Upscaler, resolve_model
+from realsr_cli.inference.runtime import preferred_backend
+from realsr_cli.inference.upscaler import DEFAULT_MODEL_STEM, Upscaler, resolve_model
 
 CHECKPOINT = ROOT / "models" / f"{DEFAULT_MODEL_STEM}.pth"
 EXPORTED = {
@@ -45,8 +45,8 @@ def test_bundled_files_exist_and_are_small():
 def test_export_matches_the_checkpoint(tmp_path):
     """Re-export models/ and compare with what ships in export/: same metadata, same outputs."""
     from realsr_cli.config import ExportConfig
-    from realsr_cli.exporter import export_model
-    from realsr_cli.nets import file_sha256
+    from realsr_cli.training.export import export_model
+    from realsr_cli.training.nets import file_sha256
 
     fresh = export_model(CHECKPOINT, tmp_path, ExportConfig(half=True), stem=DEFAULT_MODEL_STEM).paths
     x = _probe_image()
@@ -80,7 +80,7 @@ def test_bundled_model_beats_bicubic_on_a_kodak_crop(kind):
     """A trained model, not random weights: on a bicubic-downscaled Kodak crop it restores more than bicubic does."""
     from PIL import Image
 
-    from realsr_cli.metrics import psnr
+    from realsr_cli.quality.metrics import psnr
 
     with Image.open(ROOT / "realsr_cli" / "samples" / "kodim23.png") as img:
         hr = np.asarray(img.convert("RGB"))[128:320, 256:448]  # 192x192: the parrots' heads

@@ -1,4 +1,4 @@
-"""`realsr eval` and its core `realsr_cli.evaluate`: hand-made LR/HR folders with known scores, missing partners,
+"""`realsr eval` and its core `realsr_cli.quality.evaluate`: hand-made LR/HR folders with known scores, missing partners,
 size mismatches, the JSON report, and a real exported model through the CLI."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from PIL import Image
 
 from realsr_cli.cli import cli
 from realsr_cli.errors import InputError
-from realsr_cli.evaluate import bicubic_upscale, evaluate, list_pairs
-from realsr_cli.metrics import ssim
+from realsr_cli.quality.evaluate import bicubic_upscale, evaluate, list_pairs
+from realsr_cli.quality.metrics import ssim
 
 
 def _write(path: Path, img: np.ndarray) -> Path:
@@ -55,7 +55,7 @@ def _perfect(hrs: dict[str, np.ndarray], lr_dir: Path):
     return lambda lr: by_lr[np.ascontiguousarray(lr).tobytes()]
 
 
-# --- core: realsr_cli.evaluate -------------------------------------------------------------------------------
+# --- core: realsr_cli.quality.evaluate -------------------------------------------------------------------------------
 
 
 def test_evaluate_scores_model_and_bicubic_against_known_values(pairs_dir):
@@ -155,7 +155,7 @@ def test_empty_or_missing_folders_are_input_errors(tmp_path):
 
 
 class _FakeUpscaler:
-    """Stands in for `realsr_cli.upscale.Upscaler`: bicubic x4, so the model's scores equal bicubic's."""
+    """Stands in for `realsr_cli.inference.upscaler.Upscaler`: bicubic x4, so the model's scores equal bicubic's."""
 
     native_scale = 4
 
@@ -249,7 +249,7 @@ def test_cli_refuses_to_score_nothing(pairs_dir, fake_model):
 
 
 def test_eval_imports_no_torch():
-    code = "import realsr_cli.cli.eval, realsr_cli.evaluate, realsr_cli.niqe, sys; assert 'torch' not in sys.modules"
+    code = "import realsr_cli.cli.eval, realsr_cli.quality.evaluate, realsr_cli.quality.niqe, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -260,7 +260,7 @@ def test_cli_help_documents_the_options():
         assert option in result.output
 
 
-@pytest.mark.skipif(importlib.util.find_spec("realsr_cli.upscale") is None, reason="needs realsr_cli.upscale")
+@pytest.mark.skipif(importlib.util.find_spec("realsr_cli.inference.upscaler") is None, reason="needs realsr_cli.inference.upscaler")
 def test_cli_with_a_real_exported_model(tmp_path, rng, tiny_exports):
     """The tiny random-weight model through the real upscaler: sizes check out and scores are sane numbers."""
     lr = _photo(rng, 24, 40)

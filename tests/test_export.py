@@ -21,8 +21,8 @@ from realsr_cli import __version__
 from realsr_cli.cli import cli
 from realsr_cli.config import ExportConfig
 from realsr_cli.errors import ConfigError, InputError, ModelError
-from realsr_cli.exporter import VERSION_KEY, export_model
-from realsr_cli.nets import count_parameters, load_checkpoint
+from realsr_cli.training.export import VERSION_KEY, export_model
+from realsr_cli.training.nets import count_parameters, load_checkpoint
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
 
 ort = pytest.importorskip("onnxruntime")
@@ -181,7 +181,7 @@ def test_report(tiny_ranged_checkpoint, tmp_path):
 
 def _scramble_pixel_shuffle(monkeypatch):
     """Make the exporter emit DCR instead of CRD DepthToSpace: a valid graph whose channels are silently wrong."""
-    from realsr_cli import exporter
+    from realsr_cli.training import export as exporter
 
     original = exporter._to_onnx
 
@@ -245,7 +245,7 @@ def test_output_below_a_file_is_an_input_error(tiny_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("formats", [("onnx",), ("torchscript",)])
 def test_failed_write_is_an_input_error(tiny_checkpoint, tmp_path, monkeypatch, formats):
-    from realsr_cli import exporter
+    from realsr_cli.training import export as exporter
 
     gone = tmp_path / "removed meanwhile"
     monkeypatch.setattr(exporter, "_temp_path", lambda out_dir, stem: gone / f"{stem}.tmp")

@@ -16,9 +16,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
 
-from realsr_cli import imageio
+from realsr_cli.photo import imageio
 from realsr_cli.errors import ConfigError, InputError
-from realsr_cli.imageio import (
+from realsr_cli.photo.imageio import (
     compose,
     output_format_for,
     output_path,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from realsr_cli import losses
+from realsr_cli.training import losses
 from realsr_cli.config import LossWeights
 from realsr_cli.errors import ConfigError
 
@@ -176,7 +176,7 @@ def torch_home(tmp_path, monkeypatch):
 
 
 def test_vgg_offline_message_names_the_cache_path_and_alpha_0(torch_home):
-    from realsr_cli.vgg import VGG19_URL, load_vgg19_features, vgg19_cache_path
+    from realsr_cli.training.vgg import VGG19_URL, load_vgg19_features, vgg19_cache_path
 
     expected = torch_home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
     assert vgg19_cache_path() == expected
@@ -188,7 +188,7 @@ def test_vgg_offline_message_names_the_cache_path_and_alpha_0(torch_home):
 
 
 def test_vgg_loads_torchvision_layout_from_the_cache(torch_home):
-    from realsr_cli.vgg import VGG19Features, load_vgg19_features, vgg19_cache_path
+    from realsr_cli.training.vgg import VGG19Features, load_vgg19_features, vgg19_cache_path
 
     torch.manual_seed(0)
     fake = VGG19Features(last_layer=36).state_dict()  # the whole feature stack, as torchvision's file has
@@ -208,7 +208,7 @@ def test_vgg_loads_torchvision_layout_from_the_cache(torch_home):
 
 def test_vgg_broken_cache_file_is_an_input_error(torch_home):
     from realsr_cli.errors import InputError
-    from realsr_cli.vgg import load_vgg19_features, vgg19_cache_path
+    from realsr_cli.training.vgg import load_vgg19_features, vgg19_cache_path
 
     path = vgg19_cache_path()
     path.parent.mkdir(parents=True)

@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import shared_data
 from realsr_cli.errors import InputError
-from realsr_cli import metrics
-from realsr_cli.metrics import psnr, rgb_to_y, ssim
-from realsr_cli.niqe import imresize, niqe, niqe_luma, pristine_model
+from realsr_cli.quality import metrics
+from realsr_cli.quality.metrics import psnr, rgb_to_y, ssim
+from realsr_cli.quality.niqe import imresize, niqe, niqe_luma, pristine_model
 
 
 def _textured(rng: np.random.Generator, size: int = 192) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from realsr_cli.errors import InputError, ModelError
-from realsr_cli.nets import (
+from realsr_cli.training.nets import (
     ArchConfig,
     build_generator,
     build_networks,

@@ -9,9 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from realsr_cli import runtime
+from realsr_cli.inference import runtime
 from realsr_cli.errors import ConfigError, InputError, ModelError
-from realsr_cli.runtime import detect_format, open_backend
+from realsr_cli.inference.runtime import detect_format, open_backend
 
 
 def foreign_onnx(
@@ -142,7 +142,7 @@ def test_precisions_a_backend_or_device_cannot_run_are_config_errors(tiny_export
 def test_onnx_torchscript_and_eager_agree(tiny_exports, tiny_checkpoint, odd_image):
     import torch
 
-    from realsr_cli.nets import load_checkpoint
+    from realsr_cli.training.nets import load_checkpoint
 
     x = np.ascontiguousarray(odd_image.transpose(2, 0, 1)[None])  # (1, 3, 37, 53)
     with torch.inference_mode():

@@ -9,7 +9,7 @@ import pytest
 from realsr_cli.config import TileConfig
 from realsr_cli.errors import ModelError
 from realsr_cli.spec import ModelSpec
-from realsr_cli.tiling import (
+from realsr_cli.inference.tiling import (
     RAMP,
     UNKNOWN_RF_OVERLAP,
     default_overlap,
@@ -287,7 +287,7 @@ def test_memory_stays_bounded_no_float_copy_of_the_output():
 
 
 def test_compact_preset_tiled_equals_whole(compact_exports, rng):
-    from realsr_cli.runtime import open_backend
+    from realsr_cli.inference.runtime import open_backend
 
     backend = open_backend(compact_exports["onnx"], "onnx", "cpu")
     spec = backend.spec

@@ -17,12 +17,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from realsr_cli import losses
+from realsr_cli.training import losses
 from realsr_cli.cli import cli
 from realsr_cli.config import DegradationConfig, TrainConfig, load_train_toml
 from realsr_cli.errors import ConfigError, ModelError
-from realsr_cli.nets import DISCRIMINATOR_ROLES, GENERATOR_ROLES, load_checkpoint
-from realsr_cli.train import Trainer, TrainEvent, active_roles
+from realsr_cli.training.nets import DISCRIMINATOR_ROLES, GENERATOR_ROLES, load_checkpoint
+from realsr_cli.training.trainer import Trainer, TrainEvent, active_roles
 
 
 @pytest.fixture(autouse=True)
@@ -263,7 +263,7 @@ def test_real_sigint_stops_at_the_next_step_boundary(make_cfg):
 
 
 def test_cli_exits_130_after_saving_on_ctrl_c(tmp_path, folders, tiny_arch, monkeypatch):
-    from realsr_cli import train as train_module
+    from realsr_cli.training import trainer as train_module
 
     real_step = train_module.Trainer.train_step
 
@@ -358,7 +358,7 @@ def test_cli_requires_target_lr_unless_baseline(tmp_path, folders):
 def test_alpha_0_never_touches_vgg_and_alpha_stops_at_start_up_offline(make_cfg, monkeypatch, tmp_path):
     import urllib.error
 
-    from realsr_cli import vgg
+    from realsr_cli.training import vgg
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
@@ -381,7 +381,7 @@ def test_alpha_0_never_touches_vgg_and_alpha_stops_at_start_up_offline(make_cfg,
 
 
 def test_alpha_trains_with_a_frozen_vgg(make_cfg, monkeypatch, tmp_path):
-    from realsr_cli.vgg import VGG19Features, vgg19_cache_path
+    from realsr_cli.training.vgg import VGG19Features, vgg19_cache_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     torch.manual_seed(0)

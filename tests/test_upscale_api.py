@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realsr_cli import imageio, runtime, upscale
+from realsr_cli.photo import imageio
+from realsr_cli.inference import runtime
+from realsr_cli.inference import upscaler as upscale
 from realsr_cli.errors import ConfigError, InputError
-from realsr_cli.tiling import RAMP
-from realsr_cli.upscale import Upscaler, expand_inputs
+from realsr_cli.inference.tiling import RAMP
+from realsr_cli.inference.upscaler import Upscaler, expand_inputs
 
 
 def photo(rng, height, width, channels=3):
@@ -357,9 +359,9 @@ def test_no_torch_import_for_the_cli_and_onnx_upscaling(tiny_exports, tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        import realsr_cli.upscale, realsr_cli.runtime, realsr_cli.cli
+        import realsr_cli.inference.upscaler, realsr_cli.inference.runtime, realsr_cli.cli
         assert "torch" not in sys.modules, "import"
-        from realsr_cli.upscale import Upscaler
+        from realsr_cli.inference.upscaler import Upscaler
         with Upscaler({str(tiny_exports["onnx"])!r}) as up:
             result = up.upscale_file({str(image)!r}, out_dir={str(tmp_path / "out")!r})
             assert result.ok, result

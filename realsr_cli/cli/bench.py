@@ -1,4 +1,4 @@
-"""`realsr bench`: a thin Click layer over `realsr_cli.bench.run_benchmark`; owns only the console output and the
+"""`realsr bench`: a thin Click layer over `realsr_cli.bench.benchmark.run_benchmark`; owns only the console output and the
 report files. No torch here: an ONNX-only benchmark never imports it.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from realsr_cli.bench import (
+from realsr_cli.bench.benchmark import (
     BENCH_BACKENDS,
     BenchConfig,
     run_benchmark,

@@ -1,4 +1,4 @@
-"""`realsr compare`: side-by-side crops (bicubic | models | HR) as one PNG. Thin layer over realsr_cli.compare."""
+"""`realsr compare`: side-by-side crops (bicubic | models | HR) as one PNG. Thin layer over realsr_cli.quality.compare."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ from realsr_cli.cli import console
               help="Nearest-neighbour magnification of every crop.")
 def compare_command(lr_dir, hr_dir, models, labels, output, names, count, crop, zoom):
     """Write side-by-side crops of bicubic, each model and HR as one labelled PNG."""
-    from realsr_cli.compare import compare
+    from realsr_cli.quality.compare import compare
     from realsr_cli.config import CompareConfig
     from realsr_cli.errors import ConfigError
-    from realsr_cli.imageio import write_image
-    from realsr_cli.upscale import Upscaler
+    from realsr_cli.photo.imageio import write_image
+    from realsr_cli.inference.upscaler import Upscaler
 
     if labels and len(labels) != len(models):
         raise ConfigError(f"--label was given {len(labels)} times for {len(models)} --model(s); give one per model")

@@ -1,5 +1,5 @@
 """`realsr degrade`: a seeded full-reference test set of noisy, JPEG-compressed LR images from clean HR photos.
-Thin layer over realsr_cli.degrade. No torch here."""
+Thin layer over realsr_cli.quality.degrade. No torch here."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def degrade_command(hr_dir: Path, out_dir: Path, seed: int, scale: int) -> None:
     luminance-only, half colour) and saved through JPEG (quality 30 to 90). Score a model on the result with
     `realsr eval --lr OUT/lr --hr OUT/hr`.
     """
-    from realsr_cli.degrade import make_degraded_pairs
+    from realsr_cli.quality.degrade import make_degraded_pairs
 
     records = make_degraded_pairs(hr_dir, out_dir, seed=seed, scale=scale)
     console.print(f"wrote {len(records)} pairs to {out_dir / 'lr'} and {out_dir / 'hr'} (recipe: {out_dir / 'recipe.json'})")

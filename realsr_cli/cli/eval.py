@@ -1,6 +1,6 @@
 """`realsr eval`: a model against bicubic on LR images, with HR partners (PSNR/SSIM/NIQE) or without (NIQE alone).
 
-Thin: the work is `realsr_cli.evaluate.evaluate`, imported when the command runs. No torch here.
+Thin: the work is `realsr_cli.quality.evaluate.evaluate`, imported when the command runs. No torch here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from realsr_cli.cli import console
 from realsr_cli.errors import ConfigError
 
 if TYPE_CHECKING:
-    from realsr_cli.evaluate import EvalReport, Scores
+    from realsr_cli.quality.evaluate import EvalReport, Scores
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -144,7 +144,7 @@ def eval_command(
     Without --hr: NIQE, a no-reference naturalness score (lower is more natural), and the grid score. LR and HR images pair up by file
     name. The table goes to stderr; --json prints the report on stdout.
     """
-    from realsr_cli.evaluate import evaluate
+    from realsr_cli.quality.evaluate import evaluate
 
     if hr_dir is None and not with_niqe:
         raise ConfigError("nothing to score: without --hr only NIQE is measured, and --no-niqe turns it off")
@@ -170,7 +170,7 @@ def _open_upscaler(model_path: Path | None, *, backend: str, device: str, tile: 
     `.native_scale` and `.model_path`) at its native scale."""
     from rich.markup import escape
 
-    from realsr_cli.upscale import Upscaler
+    from realsr_cli.inference.upscaler import Upscaler
 
     return Upscaler(
         model=model_path,

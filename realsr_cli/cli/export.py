@@ -14,7 +14,7 @@ from realsr_cli.cli import console
 from realsr_cli.config import ExportConfig
 
 if TYPE_CHECKING:
-    from realsr_cli.exporter import ExportReport
+    from realsr_cli.training.export import ExportReport
 
 FORMAT_CHOICES = ("onnx", "torchscript")
 
@@ -48,7 +48,7 @@ def export(checkpoint: str, out_dir: str, formats: tuple[str, ...], half: bool, 
     Every file is checked against PyTorch at odd input sizes before it is written; the model's scale,
     receptive field and the checkpoint's SHA-256 travel in the files' metadata.
     """
-    from realsr_cli.exporter import export_model
+    from realsr_cli.training.export import export_model
 
     cfg = ExportConfig(formats=formats, half=half)
     report = export_model(checkpoint, out_dir, cfg, stem=stem)

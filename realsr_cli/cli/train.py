@@ -78,7 +78,7 @@ def train(ctx: click.Context, config_file: Path | None, resume: bool, quiet: boo
     Every loss term is logged per step to RUN_DIR/log.jsonl, with a loss plot at each checkpoint. Ctrl-C saves
     last.pth first; --resume continues from it. `realsr train --out RUN_DIR --resume` alone reuses the run's config.
     """
-    from realsr_cli.train import Trainer, resume_config
+    from realsr_cli.training.trainer import Trainer, resume_config
 
     cfg = build_config(ctx, config_file, resume, options, resume_config)
     reporter = ConsoleReporter(cfg, mode="quiet" if quiet else ("bar" if console.is_terminal else "lines"))

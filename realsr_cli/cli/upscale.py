@@ -1,4 +1,4 @@
-"""`realsr upscale`: a thin Click layer over `realsr_cli.upscale.Upscaler`; owns only the console output.
+"""`realsr upscale`: a thin Click layer over `realsr_cli.inference.upscaler.Upscaler`; owns only the console output.
 
 No torch here: the ONNX path never imports it.
 """
@@ -68,7 +68,7 @@ def upscale(ctx, inputs, out_dir, scale, model, backend, device, precision, tile
     Each output is named <stem>_x<scale>.<ext> and written atomically: an interrupted run leaves no partial file.
     A bad file is reported and skipped; the exit code says whether any failed.
     """
-    from realsr_cli.upscale import Upscaler, expand_inputs
+    from realsr_cli.inference.upscaler import Upscaler, expand_inputs
 
     items = expand_inputs(inputs, recursive)
     started = time.perf_counter()

@@ -20,11 +20,11 @@ import numpy as np
 from PIL import Image
 
 from realsr_cli.config import DegradationConfig
-from realsr_cli.degrade import degrade
+from realsr_cli.quality.degrade import degrade
 from realsr_cli.errors import InputError
-from realsr_cli.evaluate import list_pairs
-from realsr_cli.imageio import list_images, read_rgb8
-from realsr_cli.runtime import cpu_count
+from realsr_cli.quality.evaluate import list_pairs
+from realsr_cli.photo.imageio import list_images, read_rgb8
+from realsr_cli.inference.runtime import cpu_count
 
 
 

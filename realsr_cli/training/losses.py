@@ -29,7 +29,7 @@ def l1(a: Tensor, b: Tensor) -> Tensor:
 
 
 def l_fea(sr_features: Tensor, hr_features: Tensor) -> Tensor:
-    """L_fea: L1 between perceptual features (VGG19 conv5_4 before ReLU, see realsr_cli.vgg) of SR and HR."""
+    """L_fea: L1 between perceptual features (VGG19 conv5_4 before ReLU, see realsr_cli.training.vgg) of SR and HR."""
     return l1(sr_features, hr_features)
 
 

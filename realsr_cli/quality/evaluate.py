@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from realsr_cli.errors import InputError
-from realsr_cli.imageio import list_images, read_rgb8
-from realsr_cli.metrics import colour_bias, grid_score, psnr, ssim
-from realsr_cli.niqe import niqe
+from realsr_cli.photo.imageio import list_images, read_rgb8
+from realsr_cli.quality.metrics import colour_bias, grid_score, psnr, ssim
+from realsr_cli.quality.niqe import niqe
 
 __all__ = ["Scores", "ImageResult", "EvalReport", "evaluate", "evaluate_images", "bicubic_upscale", "list_pairs"]
 

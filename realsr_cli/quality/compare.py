@@ -1,5 +1,5 @@
 """Side-by-side crops of several upscalers on the same images (bicubic | model A | model B | ... | HR), so people can
-look rather than read numbers. The models come in as plain `upscale` callables, as in `realsr_cli.evaluate`.
+look rather than read numbers. The models come in as plain `upscale` callables, as in `realsr_cli.quality.evaluate`.
 
 No torch here.
 """
@@ -14,8 +14,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from realsr_cli.config import CompareConfig
 from realsr_cli.errors import InputError
-from realsr_cli.evaluate import bicubic_upscale, list_pairs
-from realsr_cli.imageio import read_rgb8
+from realsr_cli.quality.evaluate import bicubic_upscale, list_pairs
+from realsr_cli.photo.imageio import read_rgb8
 
 Upscale = Callable[[np.ndarray], np.ndarray]  # (h, w, 3) uint8 -> (h*s, w*s, 3) uint8
 

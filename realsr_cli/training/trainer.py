@@ -35,9 +35,9 @@ from realsr_cli.config import (
     config_differences,
     dataclass_from_dict,
 )
-from realsr_cli.data import Batch, TrainingData, load_val_pairs
+from realsr_cli.training.data import Batch, TrainingData, load_val_pairs
 from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
-from realsr_cli.losses import (
+from realsr_cli.training.losses import (
     generator_objective,
     highpass,
     l_adv_disc,
@@ -53,7 +53,7 @@ from realsr_cli.losses import (
     l_sty_disc,
     l_sty_generator,
 )
-from realsr_cli.nets import (
+from realsr_cli.training.nets import (
     DISCRIMINATOR_ROLES,
     GENERATOR_ROLES,
     ArchConfig,
@@ -64,7 +64,7 @@ from realsr_cli.nets import (
     release_checkpoint,
     save_checkpoint,
 )
-from realsr_cli.runtime import cpu_count
+from realsr_cli.inference.runtime import cpu_count
 
 LAST = "last.pth"
 BEST = "best.pth"
@@ -243,7 +243,7 @@ class Trainer:
                 )
         # VGG first: a missing weight file must stop the run before minutes of data loading
         if w.alpha and (w.rec or w.cyc):
-            from realsr_cli.vgg import load_vgg19_features
+            from realsr_cli.training.vgg import load_vgg19_features
 
             self.vgg = load_vgg19_features(alpha=w.alpha).to(self.device, memory_format=torch.channels_last)
 
@@ -566,7 +566,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Mean PSNR-Y and SSIM-Y (4-pixel border) of the in-memory E + G_SR, in fp32, on the full validation LR images."""
-        from realsr_cli.metrics import psnr, ssim
+        from realsr_cli.quality.metrics import psnr, ssim
 
         nets = self.ema or self.nets  # the weights that ship
         encoder, sr_decoder = nets["encoder"], nets["sr_decoder"]

@@ -1,6 +1,6 @@
 """Full-reference image metrics for x4 SR, to the usual protocol (BasicSR `calculate_psnr`/`calculate_ssim`, MATLAB
 `ssim.m`): PSNR and SSIM on the BT.601 Y channel or on RGB, after a border crop. NIQE (no reference) is implemented
-in `realsr_cli.niqe` and re-exported here.
+in `realsr_cli.quality.niqe` and re-exported here.
 
 numpy only; no torch here.
 """
@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from realsr_cli.errors import InputError
-from realsr_cli.niqe import niqe  # re-exported, so every score imports from here
+from realsr_cli.quality.niqe import niqe  # re-exported, so every score imports from here
 
 __all__ = ["psnr", "ssim", "rgb_to_y", "niqe", "grid_score", "colour_bias"]
 

@@ -25,7 +25,7 @@ from torch import nn
 from realsr_cli import __version__
 from realsr_cli.config import ExportConfig
 from realsr_cli.errors import ConfigError, InputError, ModelError
-from realsr_cli.nets import SRNet, count_parameters, load_checkpoint
+from realsr_cli.training.nets import SRNet, count_parameters, load_checkpoint
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
 
 FORMATS = ("onnx", "torchscript")

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from realsr_cli import __version__, imageio
+from realsr_cli import __version__
+from realsr_cli.photo import imageio
 from realsr_cli.config import DEVICES, PRECISIONS
 from realsr_cli.errors import (
     BackendError,
@@ -36,13 +37,13 @@ from realsr_cli.errors import (
     ModelError,
     RealSRError,
 )
-from realsr_cli.runtime import (
+from realsr_cli.inference.runtime import (
     cpu_count,
     detect_format,
     session_options,
     torch_dtype,
 )
-from realsr_cli.upscale import Upscaler, resolve_model
+from realsr_cli.inference.upscaler import Upscaler, resolve_model
 
 Progress = Callable[[str], None]
 
@@ -404,13 +405,13 @@ def memory_growth(sizes: list[dict]) -> float | None:
 
 # ---- end to end, one process per size
 
-_CHILD = "import sys; from realsr_cli.bench import child_main; child_main(sys.argv[1])"
+_CHILD = "import sys; from realsr_cli.bench.benchmark import child_main; child_main(sys.argv[1])"
 
 
 def run_child(args: dict) -> dict:
     """Run `child_main(args)` in a fresh Python process, so that its peak memory is this photo's alone."""
     env = dict(os.environ)  # the child imports this same realsr_cli, installed or not
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     command = [sys.executable, "-c", _CHILD, json.dumps(args)]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if proc.returncode < 0:  # the kernel's out-of-memory killer sends SIGKILL
