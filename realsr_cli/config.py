@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-import types
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
+from realsr_cli._strict import dataclass_from_dict
 from realsr_cli.errors import ConfigError
 
 
@@ -316,64 +316,6 @@ RESUME_MUTABLE_KEYS = frozenset(
 )
 # keys holding paths: relative ones in a TOML file are relative to that file's folder
 TRAIN_PATH_KEYS = ("source_hr", "target_lr", "val_lr", "val_hr", "out", "init_from")
-
-
-def dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
-    """Instantiate dataclass `cls` from a dict, checking every key and value type; nested dataclasses recurse."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a table of keys, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-            f"valid keys: {', '.join(known)}"
-        )
-    hints = get_type_hints(cls)
-    values = {key: _check_type(hints[key], value, f"{where}: {key}") for key, value in data.items()}
-    return cls(**values)
-
-
-def _check_type(tp: Any, value: Any, where: str) -> Any:
-    if tp is Any:
-        return value
-    if is_dataclass(tp):
-        return dataclass_from_dict(tp, value, where)
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(arg, value, where)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_check_type(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_check_type(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return dict(value)
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }
-    if tp not in ok:
-        raise TypeError(f"unsupported config type {tp!r}")  # internal: a field type this checker does not know
-    if not ok[tp]:
-        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
-        raise ConfigError(f"{where} must be {wanted}, got {value!r}")
-    return float(value) if tp is float else value
 
 
 def load_train_toml(path: str | os.PathLike) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from realsr_cli._strict import dataclass_from_dict
 from realsr_cli.errors import ModelError
 
 # the TorchScript extra file that holds the spec as JSON
@@ -55,14 +56,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelError(f"unknown model spec keys: {', '.join(unknown)}")
-        data = dict(data)
-        if data.get("fixed_size") is not None:
-            data["fixed_size"] = tuple(data["fixed_size"])
-        return cls(**data)
+        """Strictly (`_strict`): unknown keys and wrong types raise ModelError."""
+        return dataclass_from_dict(cls, data, "model spec", ModelError)
 
     def to_metadata(self) -> dict[str, str]:
         """Flat string key/values for ONNX metadata_props (readable by any ONNX tool)."""
@@ -86,7 +81,7 @@ class ModelSpec:
             kwargs[f.name] = raw if f.name in _STRING_FIELDS else json.loads(raw)
         try:
             return cls.from_dict(kwargs)
-        except (TypeError, ValueError) as err:
+        except ModelError as err:
             raise ModelError(f"model metadata is malformed: {err}") from err
 
 

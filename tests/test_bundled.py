@@ -46,7 +46,7 @@ def test_export_matches_the_checkpoint(tmp_path):
     """Re-export models/ and compare with what ships in export/: same metadata, same outputs."""
     from realsr_cli.config import ExportConfig
     from realsr_cli.training.export import export_model
-    from realsr_cli.training.nets import file_sha256
+    from realsr_cli._files import file_sha256
 
     fresh = export_model(CHECKPOINT, tmp_path, ExportConfig(half=True), stem=DEFAULT_MODEL_STEM).paths
     x = _probe_image()

@@ -138,8 +138,10 @@ def test_state_dict_mismatch_is_a_model_error(tmp_path, tiny_arch):
 def test_unknown_preset_and_arch_keys():
     with pytest.raises(ModelError, match="unknown architecture preset 'huge'"):
         preset("huge")
-    with pytest.raises(ModelError, match="unknown architecture keys: depth"):
+    with pytest.raises(ModelError, match="architecture: unknown key depth"):
         ArchConfig.from_dict({"depth": 3})
+    with pytest.raises(ModelError, match="architecture: channels must be an integer"):
+        ArchConfig.from_dict({"channels": "64"})
 
 
 def test_flops_per_input_pixel_matches_a_hand_count():

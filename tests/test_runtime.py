@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from realsr_cli import host
 from realsr_cli.inference import runtime
 from realsr_cli.errors import ConfigError, InputError, ModelError
 from realsr_cli.inference.runtime import detect_format, open_backend
@@ -254,11 +255,11 @@ def test_cuda_requested_without_a_gpu_falls_back_quietly(tiny_exports, capfd):
 
 
 def test_auto_device_tries_cuda_only_where_a_gpu_is_visible(tiny_exports, monkeypatch):
-    monkeypatch.setattr(runtime, "_gpu_present", lambda: False)
+    monkeypatch.setattr(host, "gpu_present", lambda: False)
     seen, notice = notices()
     assert open_backend(tiny_exports["onnx"], notice=notice).device == "cpu"
     assert seen == []  # nothing was expected of CUDA, so nothing to say
-    monkeypatch.setattr(runtime, "_gpu_present", lambda: True)
+    monkeypatch.setattr(host, "gpu_present", lambda: True)
     assert open_backend(tiny_exports["onnx"], notice=notice).device == "cpu"
     assert len(seen) == 1 and "CUDA not available" in seen[0]
 
@@ -267,7 +268,7 @@ def test_build_without_cuda_provider(tiny_exports, monkeypatch):
     import onnxruntime as ort
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    monkeypatch.setattr(runtime, "_gpu_present", lambda: True)
+    monkeypatch.setattr(host, "gpu_present", lambda: True)
     seen, notice = notices()
     assert open_backend(tiny_exports["onnx"], device="auto", notice=notice).device == "cpu"
     assert seen == []
@@ -297,7 +298,7 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", FakeCudaSession)
     monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: print("preload output must not reach stdout"))
-    monkeypatch.setattr(runtime, "_gpu_present", lambda: True)
+    monkeypatch.setattr(host, "gpu_present", lambda: True)
     return FakeCudaSession
 
 

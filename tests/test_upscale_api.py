@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from realsr_cli.photo import imageio
+from realsr_cli import host
 from realsr_cli.inference import runtime
 from realsr_cli.inference import upscaler as upscale
 from realsr_cli.errors import ConfigError, InputError
@@ -182,7 +183,7 @@ def test_default_model_is_found_in_the_export_folder(monkeypatch, tmp_path, tiny
     shutil.copy(tiny_exports["torchscript"], folder / f"{upscale.DEFAULT_MODEL_STEM}.ts")
     monkeypatch.setattr(upscale, "default_model_dirs", lambda: [tmp_path / "missing", folder])
     for native_bf16, fastest in ((False, "onnx"), (True, "torchscript")):
-        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+        monkeypatch.setattr(host, "cpu_has_native_bf16", lambda: native_bf16)
         with Upscaler(device="cpu") as up:  # auto: the backend that runs fastest on this CPU
             assert up.backend_name == fastest and up.model_path.parent == folder
         with Upscaler(device="cpu", precision="fp32") as up:  # fp32 is ONNX Runtime's strength
@@ -192,13 +193,13 @@ def test_default_model_is_found_in_the_export_folder(monkeypatch, tmp_path, tiny
 
 
 def test_preferred_backend_is_torchscript_only_for_bf16_on_the_cpu(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(runtime, "_gpu_present", lambda: False)
+    monkeypatch.setattr(host, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(host, "gpu_present", lambda: False)
     assert runtime.preferred_backend() == runtime.preferred_backend("cpu", "bf16") == "torchscript"
     assert runtime.preferred_backend("cuda") == runtime.preferred_backend("cpu", "fp32") == "onnx"
-    monkeypatch.setattr(runtime, "_gpu_present", lambda: True)
+    monkeypatch.setattr(host, "gpu_present", lambda: True)
     assert runtime.preferred_backend() == "onnx"  # a GPU: ONNX Runtime's CUDA provider with fp16
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(host, "cpu_has_native_bf16", lambda: False)
     assert runtime.preferred_backend("cpu") == "onnx"
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from realsr_cli import __version__
+from realsr_cli._files import file_sha256
+from realsr_cli.host import cpu_count
 from realsr_cli.photo import imageio
 from realsr_cli.config import DEVICES, PRECISIONS
 from realsr_cli.errors import (
@@ -38,7 +40,6 @@ from realsr_cli.errors import (
     RealSRError,
 )
 from realsr_cli.inference.runtime import (
-    cpu_count,
     detect_format,
     session_options,
     torch_dtype,

@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from realsr_cli import host
+from realsr_cli._files import first_line
 from realsr_cli.config import BACKENDS, DEVICES, PRECISIONS
 from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
@@ -56,14 +57,6 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
-
-
-def cpu_count() -> int:
-    """CPU cores this process may use (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def detect_format(path: Path) -> str:
@@ -200,7 +193,7 @@ def probe_spec(
         try:
             y = np.asarray(run(x))
         except Exception as err:  # each runtime raises its own types for a shape the model cannot take
-            reasons.append(f"{h}x{w}: {_first_line(err)}")
+            reasons.append(f"{h}x{w}: {first_line(err, 300)}")
             continue
         if y.ndim != 4 or y.shape[0] != 1:
             raise ModelError(
@@ -231,19 +224,6 @@ def _probe_size(multiple: int) -> tuple[int, int]:
     return multiple * k, multiple * (k + 2)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo without importing
-    torch; False where that file does not exist."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
-    except OSError:
-        pass
-    return False
-
-
 def preferred_backend(device: str = "auto", precision: str = "auto") -> str:
     """The backend that runs a realsr model fastest here, for a bundled model that ships both files.
 
@@ -251,18 +231,10 @@ def preferred_backend(device: str = "auto", precision: str = "auto") -> str:
     performance section), when torch is installed and no GPU is in play; ONNX Runtime everywhere else (it starts
     faster, without torch, and runs CUDA with fp16).
     """
-    wants_cpu_bf16 = precision in ("auto", "bf16") and device != "cuda" and not (device == "auto" and _gpu_present())
-    if wants_cpu_bf16 and cpu_has_native_bf16() and importlib.util.find_spec("torch") is not None:
+    wants_cpu_bf16 = precision in ("auto", "bf16") and device != "cuda" and not (device == "auto" and host.gpu_present())
+    if wants_cpu_bf16 and host.cpu_has_native_bf16() and importlib.util.find_spec("torch") is not None:
         return "torchscript"
     return "onnx"
-
-
-def _gpu_present() -> bool:
-    """A cheap hint that an NVIDIA GPU driver is loaded (so auto mode does not try, and warn about, CUDA on
-    machines that cannot have it). Where we cannot tell, say yes and let the provider decide."""
-    if sys.platform.startswith("linux"):
-        return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg"))
-    return sys.platform == "win32"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -312,7 +284,7 @@ class _OnnxInfo:
         try:
             model = onnx.load(str(path), load_external_data=False)
         except (DecodeError, ValueError, OSError, RuntimeError) as err:
-            raise InputError(f"{path}: corrupt or truncated ONNX model ({_first_line(err)})") from err
+            raise InputError(f"{path}: corrupt or truncated ONNX model ({first_line(err, 300)})") from err
         graph = model.graph
         initializers = {t.name for t in graph.initializer}
         inputs = [i for i in graph.input if i.name not in initializers]
@@ -431,11 +403,11 @@ class OnnxBackend:
         try:
             return self._run(batch)
         except MemoryError as err:
-            raise BackendError(f"{self.path.name}: inference failed on {self.device} ({_first_line(err)})") from err
+            raise BackendError(f"{self.path.name}: inference failed on {self.device} ({first_line(err, 300)})") from err
         except Exception as err:
             # onnxruntime's own types (Fail, InvalidArgument, RuntimeException, ...) derive from Exception only
             if type(err).__module__.startswith("onnxruntime"):
-                raise BackendError(f"{self.path.name}: inference failed on {self.device} ({_first_line(err)})") from err
+                raise BackendError(f"{self.path.name}: inference failed on {self.device} ({first_line(err, 300)})") from err
             raise
 
     def _run_quiet(self, batch: np.ndarray) -> np.ndarray:
@@ -512,7 +484,7 @@ def _cuda_choice(ort, device: str) -> tuple[bool, str]:
         return False, ""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False, "this onnxruntime build has no CUDA provider; install onnxruntime-gpu"
-    if device == "auto" and not _gpu_present():
+    if device == "auto" and not host.gpu_present():
         return False, ""
     return True, ""
 
@@ -522,7 +494,7 @@ def session_options(ort) -> onnxruntime.SessionOptions:
     so = ort.SessionOptions()
     # ORT_ENABLE_ALL includes the NCHWc layout transform, which is where the CPU speed comes from (runtime.md)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = cpu_count()
+    so.intra_op_num_threads = host.cpu_count()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # don't spin idle threads between runs: decoding, blending and encoding share the cores
@@ -540,7 +512,7 @@ def _cpu_session(ort, path: Path):
         with _ort_quiet(ort):
             return ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
-        raise InputError(f"{path}: onnxruntime cannot load the model ({_first_line(err)})") from err
+        raise InputError(f"{path}: onnxruntime cannot load the model ({first_line(err, 300)})") from err
 
 
 def _cuda_session(ort, path: Path):
@@ -559,7 +531,7 @@ def _cuda_session(ort, path: Path):
                 providers=[("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"],
             )
     except Exception as err:
-        return None, _first_line(err)
+        return None, first_line(err, 300)
     # get_available_providers() describes the build; only the session says whether CUDA really loaded
     if session.get_providers()[0] != "CUDAExecutionProvider":
         return None, "onnxruntime could not load its CUDA provider; check the CUDA and cuDNN libraries"
@@ -633,7 +605,7 @@ class TorchScriptBackend:
         try:
             module = torch.jit.load(str(path), map_location=target, _extra_files=extra)
         except Exception as err:  # torch raises RuntimeError/ValueError/zip errors on damaged archives
-            raise InputError(f"{path}: corrupt TorchScript model ({_first_line(err)})") from err
+            raise InputError(f"{path}: corrupt TorchScript model ({first_line(err, 300)})") from err
         module.eval()
         spec = None
         raw = extra[TORCHSCRIPT_SPEC_FILE]
@@ -641,12 +613,12 @@ class TorchScriptBackend:
             try:
                 spec = ModelSpec.from_dict(json.loads(raw))
             except (json.JSONDecodeError, TypeError) as err:
-                raise ModelError(f"{path}: model metadata is malformed ({_first_line(err)})") from err
+                raise ModelError(f"{path}: model metadata is malformed ({first_line(err, 300)})") from err
             _check_spec(spec, path, scale_hint)
         if cuda:
             torch.backends.cudnn.benchmark = True  # tiles share one shape per image: tune once, reuse
         else:
-            torch.set_num_threads(cpu_count())
+            torch.set_num_threads(host.cpu_count())
             with contextlib.suppress(RuntimeError):  # settable only before the first parallel work
                 torch.set_num_interop_threads(1)
         precision = _torch_precision(torch, precision, cuda, spec, path, notice)
@@ -665,7 +637,7 @@ class TorchScriptBackend:
         except torch.cuda.OutOfMemoryError as err:
             raise BackendError(f"{self.path.name}: out of GPU memory; use a smaller --tile") from err
         except RuntimeError as err:
-            raise BackendError(f"{self.path.name}: inference failed on {self.device} ({_first_line(err)})") from err
+            raise BackendError(f"{self.path.name}: inference failed on {self.device} ({first_line(err, 300)})") from err
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = _import_torch()

@@ -24,7 +24,7 @@ from realsr_cli.quality.degrade import degrade
 from realsr_cli.errors import InputError
 from realsr_cli.quality.evaluate import list_pairs
 from realsr_cli.photo.imageio import list_images, read_rgb8
-from realsr_cli.inference.runtime import cpu_count
+from realsr_cli.host import cpu_count
 
 
 

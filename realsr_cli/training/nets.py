@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import os
-import secrets
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from realsr_cli._files import atomic_write, file_sha256, first_line
+from realsr_cli._strict import dataclass_from_dict
 from realsr_cli.errors import InputError, ModelError
 from realsr_cli.spec import ModelSpec
 
@@ -81,11 +81,8 @@ class ArchConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ArchConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelError(f"unknown architecture keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
+        """Strictly (`_strict`): unknown keys and wrong types raise ModelError."""
+        return dataclass_from_dict(cls, data, "architecture", ModelError)
 
 
 PRESETS: dict[str, ArchConfig] = {
@@ -522,8 +519,7 @@ def _load_state(net: nn.Module, states: dict, role: str, path: Path) -> None:
     try:
         net.load_state_dict(states[role])
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ModelError(f"{path}: {role} weights do not fit the checkpoint's architecture: {first}") from err
+        raise ModelError(f"{path}: {role} weights do not fit the checkpoint's architecture: {first_line(err)}") from err
 
 
 def save_checkpoint(
@@ -561,15 +557,8 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a hidden name beside the target, so the rename is atomic; torch.save creates it with the user's umask
-    # (mkstemp would leave it readable by its owner only)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
+    with atomic_write(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -587,14 +576,6 @@ def release_checkpoint(source: Checkpoint, path: str | os.PathLike) -> Path:
     return save_checkpoint(path, source.arch, generators, step=source.step, config=source.config, provenance=provenance)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint as untrusted input (weights_only=True). Raises InputError or ModelError."""
     path = Path(path)
@@ -607,7 +588,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if "Weights only load failed" in text:
             reason = "it holds Python objects that a safe (weights-only) load refuses"
         else:
-            reason = text.splitlines()[0][:200] if text else type(err).__name__
+            reason = first_line(err)
         raise InputError(f"{path}: not a readable realsr checkpoint ({reason})") from err
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a realsr checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")

@@ -64,7 +64,7 @@ from realsr_cli.training.nets import (
     release_checkpoint,
     save_checkpoint,
 )
-from realsr_cli.inference.runtime import cpu_count
+from realsr_cli.host import cpu_count
 
 LAST = "last.pth"
 BEST = "best.pth"

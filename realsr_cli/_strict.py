@@ -1,0 +1,72 @@
+"""The one strict loader from plain data to a frozen dataclass, for run configs, model specs and architectures.
+No torch here."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import fields, is_dataclass
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from realsr_cli.errors import ConfigError, RealSRError
+
+T = TypeVar("T")
+
+
+def dataclass_from_dict(cls: type[T], data: Any, where: str, error: type[RealSRError] = ConfigError) -> T:
+    """Instantiate dataclass `cls` from plain data (TOML, JSON, a checkpoint), strictly: unknown keys and values of
+    the wrong type raise `error` naming `where` and the key; nested dataclasses recurse; lists become tuples where
+    the field is a tuple. Errors that `cls` itself raises (its __post_init__ checks) pass through."""
+    if not isinstance(data, dict):
+        raise error(f"{where}: expected a table of keys, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise error(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"valid keys: {', '.join(known)}"
+        )
+    hints = get_type_hints(cls)
+    values = {key: _check_type(hints[key], value, f"{where}: {key}", error) for key, value in data.items()}
+    return cls(**values)
+
+
+def _check_type(tp: Any, value: Any, where: str, error: type[RealSRError]) -> Any:
+    if tp is Any:
+        return value
+    if is_dataclass(tp):
+        return dataclass_from_dict(tp, value, where, error)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(arg, value, where, error)
+            except error as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise error(f"{where} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_type(args[0], v, f"{where}[{i}]", error) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise error(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_check_type(a, v, f"{where}[{i}]", error) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise error(f"{where} must be a table, got {value!r}")
+        return dict(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }
+    if tp not in ok:
+        raise TypeError(f"unsupported config type {tp!r}")  # internal: a field type this checker does not know
+    if not ok[tp]:
+        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+        raise error(f"{where} must be {wanted}, got {value!r}")
+    return float(value) if tp is float else value
