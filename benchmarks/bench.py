@@ -12,7 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from realsr_cli.bench.benchmark import BenchConfig, run_benchmark, save_report, to_markdown
+from realsr_cli.bench.benchmark import run_benchmark
+from realsr_cli.bench.report import save_report, to_markdown
+from realsr_cli.config import DEVICES, BenchConfig
 from realsr_cli.errors import RealSRError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -21,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark realsr with the full default settings.")
     parser.add_argument("--model", default=None, help="exported .onnx or .ts model (default: the bundled model)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs")
     parser.add_argument("--json", type=Path, default=RESULTS / "bench.json", help="where the JSON report goes")
     parser.add_argument("--markdown", type=Path, default=RESULTS / "bench.md", help="where the Markdown table goes")
     args = parser.parse_args()

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "Upscaler": "realsr_cli.inference.upscaler",
-    "UpscaleResult": "realsr_cli.inference.upscaler",
+    "UpscaleResult": "realsr_cli.inference.pipeline",
     "ModelSpec": "realsr_cli.spec",
     "RealSRError": "realsr_cli.errors",
     "ConfigError": "realsr_cli.errors",
@@ -28,7 +28,8 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError, RealSRError
-    from realsr_cli.inference.upscaler import Upscaler, UpscaleResult
+    from realsr_cli.inference.pipeline import UpscaleResult
+    from realsr_cli.inference.upscaler import Upscaler
     from realsr_cli.spec import ModelSpec
 
 

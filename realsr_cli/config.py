@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from realsr_cli._strict import dataclass_from_dict
+from realsr_cli._strict import check_choices, dataclass_from_dict
 from realsr_cli.errors import ConfigError
 
-
-BACKENDS = ("auto", "onnx", "torchscript")
-DEVICES = ("auto", "cpu", "cuda")
+# The names a config field takes, as types: the configs check their values (`_strict.check_choices`) and the CLI
+# builds its choices from the tuples below.
+ModelFormat = Literal["onnx", "torchscript"]  # the model files realsr writes and runs, and the backend for each
+Backend = Literal["auto", ModelFormat]  # auto: whatever the model file is
+Device = Literal["auto", "cpu", "cuda"]  # auto: CUDA when it really loads, else the CPU
 # auto: fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16, where the model supports half precision
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Amp = Literal["auto", "off", "bf16", "fp16"]  # training's mixed precision; auto: bf16/fp16 on CUDA, off on CPU
+StyInput = Literal["image", "highpass"]  # what D_t judges in L_sty (TrainConfig.sty_input)
+
+MODEL_FORMATS: tuple[str, ...] = get_args(ModelFormat)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+DEVICES: tuple[str, ...] = get_args(Device)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+AMP_CHOICES: tuple[str, ...] = get_args(Amp)
 
 LARGE_PHOTO_PIXELS = 4_000_000
 SMALL_PHOTO_TILE = 544
@@ -32,7 +43,7 @@ class TileConfig:
 
     tile: int | None = None  # tiles hold at most tile x tile input pixels (balanced ones may be oblong); 0 = the
     # whole image; None = by photo size (`tile_for`)
-    overlap: int | None = None  # input pixels shared by neighbouring tiles; None = derived from the model's receptive field
+    overlap: int | None = None  # input pixels shared by neighbouring tiles; None = from the model's receptive field
     batch: int = 1  # tiles per forward call; on 2 CPU cores batch 1 is as fast as larger batches
     # shrink tiles to the smallest equal shape that covers the image with the same tile count (less redundant work);
     # False keeps exactly `tile` for every image (one input shape across a whole batch: what cuDNN autotuning wants);
@@ -61,12 +72,12 @@ class TileConfig:
 
 @dataclass(frozen=True)
 class UpscaleConfig:
-    """What `realsr upscale` (and `realsr_cli.inference.upscaler.Upscaler`) runs: which model, where, and at what scale."""
+    """What `realsr upscale` (and `realsr_cli.inference.upscaler.Upscaler`) runs: which model, where, at what scale."""
 
     model: str | None = None  # exported .onnx/.ts file; None = the bundled default model
-    backend: str = "auto"  # auto (whatever the model file is; ONNX for the bundled model), onnx or torchscript
-    device: str = "auto"  # auto (CUDA when it really loads, else CPU), cpu or cuda
-    precision: str = "auto"  # one of PRECISIONS
+    backend: Backend = "auto"  # auto is ONNX for the bundled model
+    device: Device = "auto"
+    precision: Precision = "auto"
     tile: TileConfig = TileConfig()
     scale: float | None = None  # output scale, 1 to the model's native scale; None = native
     scale_hint: int | None = None  # the native scale a model made elsewhere should have (checked by a probe run)
@@ -74,12 +85,7 @@ class UpscaleConfig:
     max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_choices(self)
         if self.scale is not None and not self.scale >= 1:  # also refuses NaN
             raise ConfigError(f"scale must be at least 1 (the input size), got {self.scale:g}")
         if self.scale_hint is not None and self.scale_hint < 1:
@@ -92,14 +98,13 @@ class UpscaleConfig:
 class ExportConfig:
     """What `realsr export` writes and how strictly it verifies it."""
 
-    formats: tuple[str, ...] = ("onnx", "torchscript")
+    formats: tuple[ModelFormat, ...] = MODEL_FORMATS
     half: bool = False  # also write an fp16 ONNX variant for GPUs (fp32 inputs and outputs kept)
     opset: int = 17
     # verification sizes (height, width): odd and non-square, so dynamic axes and padding are exercised
     check_sizes: tuple[tuple[int, int], ...] = ((37, 53), (64, 41))
     tolerance: float = 1e-3  # max abs error against eager PyTorch, fp32 exports
     half_tolerance: float = 2e-2  # the fp16 variant, whose arithmetic is coarser by design
-
 
 
 @dataclass(frozen=True)
@@ -116,14 +121,45 @@ class CompareConfig:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
 
-# ---- training: `realsr train` ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `realsr bench` measures. Sizes are megapixels of 4:3 photos (1 MP = 10^6 input pixels)."""
+
+    model: str | None = None  # .onnx or .ts; its sibling with the other suffix is the other backend's; None = bundled
+    backends: tuple[ModelFormat, ...] = MODEL_FORMATS
+    device: Device = "auto"
+    precision: Precision = "auto"  # as `realsr upscale --precision`; the reference convolution runs in the one chosen
+    sizes_mp: tuple[float, ...] = (0.25, 1.0, 12.0)  # end-to-end photos; the one nearest 1 MP is also the tiling photo
+    folder_count: int = 16  # photos in the batch-pipeline folder
+    folder_mp: float = 0.25
+    tile: int | None = None  # tile size of every run (None: as `realsr upscale` picks), compared with whole images
+    repeats: int = 3  # timed runs of each measurement after the warm-up; the median is reported
+    reference_edge: int = 256  # the reference convolution's input is 1 x 64 x edge x edge
+
+    def __post_init__(self) -> None:
+        if not self.sizes_mp:
+            raise ConfigError("no photo sizes given: list at least one size in megapixels (--sizes 0.25,1,12)")
+        for mp in (*self.sizes_mp, self.folder_mp):
+            if not (math.isfinite(mp) and mp > 0):
+                raise ConfigError(f"photo sizes must be positive numbers of megapixels, got {mp:g}")
+        # sorted and each once: every size costs a fresh process
+        object.__setattr__(self, "sizes_mp", tuple(sorted(set(self.sizes_mp))))
+        if not self.backends:
+            raise ConfigError(f"backends must be one or both of {', '.join(MODEL_FORMATS)}, got none")
+        check_choices(self)
+        if self.tile is not None and self.tile < 1:
+            raise ConfigError(f"tile must be at least 1, got {self.tile}")
+        for name in ("folder_count", "repeats", "reference_edge"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the method's objective, L = align*L_align + rec*L_rec + res*L_res + sty*L_sty + idt*L_idt + cyc*L_cyc.
 
-    Defaults are method.md's (from a public re-implementation; the paper gives none). `alpha` and `beta` weight the
+    Defaults are docs/method.md's (from a public re-implementation; the paper gives none). `alpha` and `beta` weight the
     perceptual (VGG19 conv5_4) and adversarial (LSGAN against D_HR) terms inside L_rec and L_cyc. A weight of 0 turns
     its term off and with it every network only that term needs (alpha = 0: no VGG; beta = 0: no D_HR; ...).
     `grid` weights L_grid, which is not the paper's (losses.l_grid): + grid*L_grid, off by default; `fm` weights
@@ -204,15 +240,11 @@ class DegradationConfig:
         for key in ("blur_sigma", "noise_sigma", "jpeg_quality"):
             lo, hi = getattr(self, key)
             if not 0 <= lo <= hi:
-                raise ConfigError(f"degradation.{key} must be a range [low, high] with 0 <= low <= high, got {[lo, hi]}")
+                raise ConfigError(
+                    f"degradation.{key} must be a range [low, high] with 0 <= low <= high, got {[lo, hi]}"
+                )
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise ConfigError(f"degradation.jpeg_quality must lie within [1, 100], got {list(self.jpeg_quality)}")
-
-
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
-
-
-STY_INPUTS = ("image", "highpass")
 
 
 @dataclass(frozen=True)
@@ -243,12 +275,12 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (step_NNNNNNN.pth and last.pth)
     keep_checkpoints: int = 3  # numbered checkpoints kept (oldest deleted first); 0 = keep all
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
-    amp: str = "auto"  # mixed precision: "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16", "fp16"
+    amp: Amp = "auto"
     threads: int = 0  # CPU threads for torch; 0 = one per available core
     # what D_t judges in L_sty: "image" (the paper) or "highpass" (the image minus its 5x5 box blur: blur, noise and
     # sharpening but not colour; with whole images, G_t also copies the target photos' colour cast, and G_SR
     # learns to undo a cast that real inputs do not have)
-    sty_input: str = "image"
+    sty_input: StyInput = "image"
     # decay of an exponential moving average of the generators' weights, updated after every step; validation,
     # model.pth and exports use the average (a GAN's weights wander step to step; their average does not). 0 = off
     ema: float = 0.0
@@ -268,10 +300,7 @@ class TrainConfig:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must lie in [0, 1), got {self.ema}")
-        if self.sty_input not in STY_INPUTS:
-            raise ConfigError(f"sty_input must be one of {', '.join(STY_INPUTS)}, got {self.sty_input!r}")
-        if self.amp not in AMP_CHOICES:
-            raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        check_choices(self)
 
     @property
     def effective_weights(self) -> LossWeights:
@@ -305,7 +334,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train config") -> TrainConfig:
-        """Build from plain data (TOML, a checkpoint's config), strictly: unknown keys and wrong types raise ConfigError."""
+        """Build from plain data (TOML, a checkpoint's config), strictly: unknown keys and wrong types raise
+        ConfigError."""
         return dataclass_from_dict(cls, data, where)
 
 

@@ -19,6 +19,35 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+def flops_per_input_pixel(net, in_channels: int = 3) -> float:
+    """Floating-point operations (2 per multiply-add) torch module `net` spends per input pixel, counted from its
+    convolutions and linear layers on a probe input (activations, additions and the shuffle are not counted: they
+    are a rounding error beside the convolutions). The tests' independent count, to check `realsr bench`'s count
+    from the exported files against; import it with `from conftest import flops_per_input_pixel`."""
+    import torch
+    from torch import nn
+
+    macs = 0
+
+    def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            macs += output.numel() * per_output
+        elif isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    size = 32
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, in_channels, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 2.0 * macs / (size * size)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
@@ -44,7 +73,8 @@ def tiny_checkpoint(tmp_path_factory, tiny_arch) -> Path:
     """A checkpoint of a tiny net of the real architecture, all six networks, seeded random weights."""
     import torch
 
-    from realsr_cli.training.nets import build_networks, save_checkpoint
+    from realsr_cli.training.checkpoint import save_checkpoint
+    from realsr_cli.training.nets import build_networks
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
@@ -56,7 +86,8 @@ def compact_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint of the `compact` preset (the shipped model's family) with seeded random weights."""
     import torch
 
-    from realsr_cli.training.nets import build_networks, preset, save_checkpoint
+    from realsr_cli.training.checkpoint import save_checkpoint
+    from realsr_cli.training.nets import build_networks, preset
 
     torch.manual_seed(0)
     arch = preset("compact")
@@ -100,7 +131,8 @@ def tiny_ranged_checkpoint(tmp_path_factory, tiny_arch) -> Path:
     """
     import torch
 
-    from realsr_cli.training.nets import build_networks, build_generator, save_checkpoint
+    from realsr_cli.training.checkpoint import save_checkpoint
+    from realsr_cli.training.nets import build_generator, build_networks
 
     torch.manual_seed(0)
     nets = build_networks(tiny_arch)

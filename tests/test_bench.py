@@ -17,16 +17,11 @@ import numpy as np
 import pytest
 
 from realsr_cli.bench import benchmark as bench
-from realsr_cli.bench.benchmark import (
-    TARGETS,
-    BenchConfig,
-    count_flops,
-    count_onnx_flops,
-    model_files,
-    reference_conv,
-    run_benchmark,
-    to_markdown,
-)
+from realsr_cli.bench import flops as flop_counters
+from realsr_cli.bench.benchmark import TARGETS, model_files, reference_conv, run_benchmark
+from realsr_cli.bench.flops import count_flops, count_onnx_flops
+from realsr_cli.bench.report import to_markdown
+from realsr_cli.config import BenchConfig
 from realsr_cli.errors import ConfigError, InputError, ModelError
 from realsr_cli.inference.upscaler import Upscaler
 
@@ -43,7 +38,8 @@ MEASURES = ["model cost", "reference speed", "end-to-end 0.01 MP", "efficiency 0
 
 @pytest.fixture(scope="module")
 def generator_flops(tiny_arch) -> float:
-    from realsr_cli.training.nets import build_generator, flops_per_input_pixel
+    from conftest import flops_per_input_pixel
+    from realsr_cli.training.nets import build_generator
 
     return flops_per_input_pixel(build_generator(tiny_arch))
 
@@ -104,7 +100,7 @@ def test_onnx_flop_count_of_conv_transpose_matmul_and_gemm(tmp_path):
 
 
 def test_torchscript_count_falls_back_to_the_onnx_sibling(tiny_exports, generator_flops, monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "count_torchscript_flops", lambda path: 0.0)  # torch counted nothing
+    monkeypatch.setattr(flop_counters, "count_torchscript_flops", lambda path: 0.0)  # torch counted nothing
     flops, counted_from = count_flops(tiny_exports["torchscript"], "torchscript")
     assert flops == generator_flops
     assert counted_from == f"the ONNX sibling {tiny_exports['onnx'].name}"
@@ -256,7 +252,8 @@ def test_onnx_only_run_skips_a_missing_sibling_and_never_imports_torch(tiny_expo
     shutil.copy(tiny_exports["onnx"], lonely)
     script = textwrap.dedent(f"""
         import json, sys
-        from realsr_cli.bench.benchmark import BenchConfig, run_benchmark
+        from realsr_cli.bench.benchmark import run_benchmark
+        from realsr_cli.config import BenchConfig
         cfg = BenchConfig(model={str(lonely)!r}, device="cpu", sizes_mp=(0.01,), folder_count=1, folder_mp=0.01,
                           repeats=1, reference_edge=16)
         report = run_benchmark(cfg)

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT
-from realsr_cli.inference.runtime import preferred_backend
-from realsr_cli.inference.upscaler import DEFAULT_MODEL_STEM, Upscaler, resolve_model
+from realsr_cli.inference.runtime import DEFAULT_MODEL_STEM, preferred_backend, resolve_model
+from realsr_cli.inference.upscaler import Upscaler
 
 CHECKPOINT = ROOT / "models" / f"{DEFAULT_MODEL_STEM}.pth"
 EXPORTED = {

@@ -38,7 +38,9 @@ def photo(tmp_path, odd_image) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", [[], ["upscale"], ["export"], ["train"], ["eval"], ["compare"]])
+@pytest.mark.parametrize(
+    "command", [[], ["upscale"], ["export"], ["train"], ["eval"], ["compare"], ["bench"], ["degrade"]]
+)
 def test_help_of_every_command(command):
     result = realsr(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -87,7 +89,9 @@ def make_bad_inputs(folder: Path) -> dict[str, Path]:
     return {"zero": zero, "text": text, "truncated": truncated}
 
 
-@pytest.mark.parametrize("kind, message", [("zero", "empty file"), ("text", "not an image"), ("truncated", "truncated")])
+@pytest.mark.parametrize(
+    "kind, message", [("zero", "empty file"), ("text", "not an image"), ("truncated", "truncated")]
+)
 def test_bad_input_gives_its_error_and_leaves_nothing(tmp_path, tiny_exports, kind, message):
     bad = make_bad_inputs(tmp_path / "in")[kind]
     out = tmp_path / "out"
@@ -139,11 +143,11 @@ def test_folder_tree_mirrored_recursive_and_skip_existing(tmp_path, tiny_exports
     nested = photo.parent / "trip" / "day1"
     nested.mkdir(parents=True)
     (nested / "beach.png").write_bytes(photo.read_bytes())
-    out = tmp_path / "out"
-    flat = realsr("upscale", photo.parent, "--model", tiny_exports["onnx"], "-o", out, "-q")
+    out, model = tmp_path / "out", tiny_exports["onnx"]
+    flat = realsr("upscale", photo.parent, "--model", model, "-o", out, "-q")
     assert flat.returncode == 0, flat.stderr
     assert files_under(out) == ["photo_x4.png"]
-    deep = realsr("upscale", photo.parent, "-r", "--skip-existing", "--model", tiny_exports["onnx"], "-o", out, "--json")
+    deep = realsr("upscale", photo.parent, "-r", "--skip-existing", "--model", model, "-o", out, "--json")
     assert deep.returncode == 0, deep.stderr
     records = {Path(r["input"]).name: r["status"] for r in map(json.loads, deep.stdout.splitlines())}
     assert records == {"photo.png": "skipped", "beach.png": "ok"}

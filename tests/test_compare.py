@@ -9,7 +9,7 @@ from realsr_cli.cli import cli
 from realsr_cli.quality.compare import GAP, LABEL_HEIGHT, compare, detail_window
 from realsr_cli.config import CompareConfig
 from realsr_cli.errors import InputError
-from realsr_cli.quality.evaluate import bicubic_upscale
+from realsr_cli.quality.datasets import bicubic_upscale
 
 
 def test_detail_window_finds_the_textured_patch(rng):

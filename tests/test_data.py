@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realsr_cli.training.data import TrainingData, bicubic_downscale, dihedral, load_val_pairs
 from realsr_cli.errors import InputError
-from realsr_cli.photo.imageio import list_images, read_rgb8
+from realsr_cli.quality.datasets import bicubic_downscale, list_images, load_val_pairs, read_rgb8
+from realsr_cli.training.data import TrainingData, dihedral
 
 
 def smooth_image(rng, h: int, w: int) -> np.ndarray:

@@ -11,7 +11,8 @@ from PIL import Image
 
 from realsr_cli.cli import cli
 from realsr_cli.config import DegradationConfig, TrainConfig
-from realsr_cli.training.data import TrainingData, bicubic_downscale
+from realsr_cli.quality.datasets import bicubic_downscale
+from realsr_cli.training.data import TrainingData
 from realsr_cli.quality.degrade import degrade, degrade_for_validation, make_degraded_pairs
 from realsr_cli.errors import ConfigError
 

@@ -16,21 +16,13 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
 
-from realsr_cli.photo import imageio
 from realsr_cli.errors import ConfigError, InputError
-from realsr_cli.photo.imageio import (
-    compose,
-    output_format_for,
-    output_path,
-    photo_from_array,
-    photo_from_pil,
-    quantize,
-    read_image,
-    resize,
-    scaled_size,
-    to_pil,
-    write_image,
-)
+from realsr_cli.photo import pixels as photo_pixels
+from realsr_cli.photo import write as photo_write
+from realsr_cli.photo.formats import OUTPUT_FORMATS, output_format_for, output_path
+from realsr_cli.photo.pixels import compose, quantize, resize, scaled_size, to_pil
+from realsr_cli.photo.read import photo_from_array, photo_from_pil, read_image
+from realsr_cli.photo.write import new_canvas, write_image
 from conftest import shared_data
 
 LIMIT = 64_000_000
@@ -178,7 +170,7 @@ def test_icc_profile_is_carried_into_each_output_format(tmp_path, fmt, photo_rgb
     Image.fromarray(photo_rgb).save(src, icc_profile=SRGB)
     photo = _read(src)
     assert photo.icc_profile == SRGB
-    out = tmp_path / f"out.{imageio.EXTENSIONS[fmt]}"
+    out = tmp_path / f"out{OUTPUT_FORMATS[fmt].extension}"
     assert _write_back(photo, out, fmt) == []
     assert Image.open(out).info["icc_profile"] == SRGB
 
@@ -191,7 +183,7 @@ def test_written_files_carry_icc_and_exif_at_their_bit_depth(tmp_path, fmt, dept
     exif[0x010F] = "RealSR Camera"
     exif[0x0112] = 1
     pixels = photo_rgb if depth == 8 else photo_rgb.astype(np.uint16) * 257 + 3
-    out = tmp_path / f"out.{imageio.EXTENSIONS[fmt]}"
+    out = tmp_path / f"out{OUTPUT_FORMATS[fmt].extension}"
     assert write_image(out, pixels, icc_profile=SRGB, exif=exif.tobytes(), fmt=fmt) == []
     back = _read(out)
     assert back.icc_profile == SRGB and back.bit_depth == depth
@@ -226,7 +218,7 @@ def test_rgba_png_alpha_round_trips_exactly():
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
 def test_alpha_is_written_by_formats_that_hold_it(tmp_path, fmt, photo_rgb, rng):
     alpha = rng.integers(0, 256, photo_rgb.shape[:2], dtype=np.uint8)
-    out = tmp_path / f"a.{imageio.EXTENSIONS[fmt]}"
+    out = tmp_path / f"a{OUTPUT_FORMATS[fmt].extension}"
     write_image(out, photo_rgb, alpha=alpha, fmt=fmt, quality=100)
     back = _read(out)
     np.testing.assert_array_equal(_ints(back)[1], alpha)
@@ -391,7 +383,7 @@ def test_premultiplied_16bit_tiff_alpha_is_divided_out(tmp_path):
 
 def test_16bit_to_jpeg_and_webp_drops_to_8_bits_with_a_warning(tmp_path, values16):
     for fmt in ("JPEG", "WEBP"):
-        out = tmp_path / f"o.{imageio.EXTENSIONS[fmt]}"
+        out = tmp_path / f"o{OUTPUT_FORMATS[fmt].extension}"
         found = write_image(out, values16[..., :3], fmt=fmt)
         assert found == [f"{fmt} holds 8 bits per channel: the 16-bit result is written with 8"]
         assert Image.open(out).mode == "RGB"
@@ -656,7 +648,7 @@ def test_jpeg_subsampling_follows_quality(tmp_path, photo_rgb):
 
 
 def test_jpeg_canvas_encodes_without_a_copy_and_writes_the_same_file(tmp_path, photo_rgb, monkeypatch):
-    canvas = imageio.new_canvas(*photo_rgb.shape[:2], np.uint8, "JPEG")
+    canvas = new_canvas(*photo_rgb.shape[:2], np.uint8, "JPEG")
     canvas[...] = photo_rgb
     assert canvas.base.shape == (*photo_rgb.shape[:2], 4)  # RGBX memory, RGB view
     exif = Image.Exif()
@@ -665,8 +657,8 @@ def test_jpeg_canvas_encodes_without_a_copy_and_writes_the_same_file(tmp_path, p
     kwargs = {"fmt": "JPEG", "quality": 95, "exif": exif.tobytes(), "icc_profile": profile}
     write_image(tmp_path / "plain.jpg", photo_rgb, **kwargs)
     copies = []
-    real = imageio._to_pil
-    monkeypatch.setattr(imageio, "_to_pil", lambda *a: copies.append(1) or real(*a))
+    real = photo_write.to_pil
+    monkeypatch.setattr(photo_write, "to_pil", lambda *a, **k: copies.append(1) or real(*a, **k))
     write_image(tmp_path / "canvas.jpg", canvas, **kwargs)
     assert copies == []  # Pillow read the canvas where it lies
     assert (tmp_path / "canvas.jpg").read_bytes() == (tmp_path / "plain.jpg").read_bytes()
@@ -674,7 +666,7 @@ def test_jpeg_canvas_encodes_without_a_copy_and_writes_the_same_file(tmp_path, p
 
 def test_other_formats_get_a_plain_canvas():
     for fmt, dtype in [("PNG", np.uint8), ("WEBP", np.uint8), ("TIFF", np.uint8), ("JPEG", np.uint16), (None, np.uint8)]:
-        canvas = imageio.new_canvas(5, 7, dtype, fmt)
+        canvas = new_canvas(5, 7, dtype, fmt)
         assert canvas.shape == (5, 7, 3) and canvas.dtype == dtype and canvas.flags.c_contiguous
 
 
@@ -712,15 +704,15 @@ def test_tiff_output_keeps_main_exif_tags_and_warns_about_the_rest(tmp_path, pho
 
 def test_quantize_rounds_clips_and_maps_nan_to_zero():
     values = np.array([-0.5, 0.0, 0.4 / 255, 0.6 / 255, 0.5, 1.0, 7.0, np.nan], np.float32)
-    np.testing.assert_array_equal(quantize(values, 8), [0, 0, 0, 1, 128, 255, 255, 0])
-    assert quantize(values, 16).dtype == np.uint16
-    assert quantize(values, 16)[4] == 32768
+    np.testing.assert_array_equal(quantize(values, np.uint8), [0, 0, 0, 1, 128, 255, 255, 0])
+    assert quantize(values, np.uint16).dtype == np.uint16
+    assert quantize(values, np.uint16)[4] == 32768
 
 
 def test_quantize_writes_into_a_band_of_a_preallocated_output():
     out = np.zeros((4, 5, 3), np.uint16)
     band = np.full((2, 5, 3), 0.25, np.float32)
-    returned = quantize(band, 16, out=out[1:3])
+    returned = quantize(band, np.uint16, out=out[1:3])
     assert np.shares_memory(returned, out)
     assert (out[1:3] == 16384).all() and (out[0] == 0).all() and (out[3] == 0).all()
 
@@ -728,7 +720,7 @@ def test_quantize_writes_into_a_band_of_a_preallocated_output():
 def test_band_wise_resize_equals_whole_image_resize(monkeypatch, rng):
     src = rng.integers(0, 65536, (90, 70, 3), dtype=np.uint16)
     whole = resize(src, (44, 57))
-    monkeypatch.setattr(imageio, "_BAND_PIXELS", 70 * 5)  # bands of 5 output rows
+    monkeypatch.setattr(photo_pixels, "_BAND_PIXELS", 70 * 5)  # bands of 5 output rows
     banded = resize(src, (44, 57))
     assert banded.dtype == np.uint16 and banded.shape == (57, 44, 3)
     assert np.abs(banded.astype(int) - whole.astype(int)).max() <= 1  # float32 ties at .5 only
@@ -860,3 +852,27 @@ def test_output_format_for(source, requested, expected):
 def test_unknown_output_format_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown output format 'bmp'"):
         output_format_for("PNG", "bmp")
+
+
+def test_quantize_rounds_integer_levels_with_a_scale_and_in_place():
+    levels = np.arange(65536, dtype=np.uint16)
+    # 16 -> 8 bits is round(v * 255 / 65535) exactly, the same as integer arithmetic gives
+    np.testing.assert_array_equal(quantize(levels, np.uint8, scale=255 / 65535), (levels.astype(int) + 128) // 257)
+    resampled = np.array([-3.2, 0.5, 1.5, 254.49, 300.0, np.nan], np.float32)  # levels, as Lanczos leaves them
+    np.testing.assert_array_equal(quantize(resampled, np.uint8, scale=1), [0, 0, 2, 254, 255, 0])
+    scratch = np.array([0.25, 0.75], np.float32)
+    out = np.zeros(2, np.uint16)
+    quantize(scratch, np.uint16, out=out, in_place=True)
+    np.testing.assert_array_equal(out, [16384, 49151])
+    np.testing.assert_array_equal(scratch, [16384, 49151])  # worked in the scratch values themselves
+
+
+def test_the_format_table_names_every_choice_and_extension():
+    from realsr_cli.photo.formats import FORMAT_CHOICES, IMAGE_EXTENSIONS, format_of
+
+    assert FORMAT_CHOICES == ("same", "png", "jpg", "webp", "tiff")
+    assert [output_format_for("PNG", choice) for choice in FORMAT_CHOICES] == ["PNG", "PNG", "JPEG", "WEBP", "TIFF"]
+    for fmt in OUTPUT_FORMATS.values():
+        assert set(fmt.extensions) <= IMAGE_EXTENSIONS
+        assert all(format_of(f"photo{ext.upper()}") == fmt.name for ext in fmt.extensions)
+    assert format_of("x.gif") == "" and ".gif" in IMAGE_EXTENSIONS

@@ -1,21 +1,22 @@
-"""Networks, presets, receptive-field probe and checkpoint round trip."""
+"""Networks, presets, receptive-field probe, checkpoint round trip, and the strict loader's Literal fields."""
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import pytest
 import torch
+from conftest import flops_per_input_pixel
 
-from realsr_cli.errors import InputError, ModelError
+from realsr_cli._strict import check_choices, dataclass_from_dict
+from realsr_cli.errors import ConfigError, InputError, ModelError
+from realsr_cli.training.checkpoint import load_checkpoint, save_checkpoint
 from realsr_cli.training.nets import (
     ArchConfig,
     build_generator,
     build_networks,
     count_parameters,
-    flops_per_input_pixel,
-    load_checkpoint,
     measure_receptive_field,
     preset,
-    save_checkpoint,
 )
 
 
@@ -142,6 +143,35 @@ def test_unknown_preset_and_arch_keys():
         ArchConfig.from_dict({"depth": 3})
     with pytest.raises(ModelError, match="architecture: channels must be an integer"):
         ArchConfig.from_dict({"channels": "64"})
+
+
+def test_arch_block_kinds_are_checked_against_their_literal_types():
+    with pytest.raises(ModelError, match="architecture: disc must be one of 'patch', 'vgg', got 'unet'"):
+        ArchConfig.from_dict({"disc": "unet"})  # unet is a D_HR kind only
+    with pytest.raises(ModelError, match="hr_disc_type must be one of '', 'patch', 'vgg', 'unet', got 'u-net'"):
+        ArchConfig(hr_disc_type="u-net")  # built directly: __post_init__ checks the same Literal
+    assert ArchConfig.from_dict({"hr_disc_type": "unet", "body_block": "rrdb"}).hr_disc_type == "unet"
+
+
+@dataclass(frozen=True)
+class _Choices:
+    mode: Literal["fast", "exact"] = "fast"
+    level: Literal[0, 1] | None = None
+    kinds: tuple[Literal["a", "b"], ...] = ()
+
+
+def test_strict_loader_takes_only_a_literals_values():
+    loaded = dataclass_from_dict(_Choices, {"mode": "exact", "level": 1, "kinds": ["b", "a"]}, "t")
+    assert loaded == _Choices("exact", 1, ("b", "a"))
+    assert dataclass_from_dict(_Choices, {"level": None}, "t").level is None
+    with pytest.raises(ConfigError, match="t: mode must be one of 'fast', 'exact', got 'slow'"):
+        dataclass_from_dict(_Choices, {"mode": "slow"}, "t")
+    with pytest.raises(ConfigError, match=r"t: kinds\[1\] must be one of 'a', 'b', got 'c'"):
+        dataclass_from_dict(_Choices, {"kinds": ["a", "c"]}, "t")
+    with pytest.raises(ConfigError, match="t: level must be one of 0, 1, got True"):
+        dataclass_from_dict(_Choices, {"level": True}, "t")  # True == 1, but a bool is not one of the listed ints
+    with pytest.raises(ModelError, match="mode must be one of 'fast', 'exact', got 'slow'"):
+        check_choices(_Choices(mode="slow"), ModelError)
 
 
 def test_flops_per_input_pixel_matches_a_hand_count():

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from realsr_cli import host
-from realsr_cli.inference import runtime
+from realsr_cli.config import UpscaleConfig
 from realsr_cli.errors import ConfigError, InputError, ModelError
 from realsr_cli.inference.runtime import detect_format, open_backend
 
@@ -51,6 +51,11 @@ def notices():
     return seen, seen.append
 
 
+def open_model(path, notice=None, **options):
+    """`open_backend` for the model file `path`, with `UpscaleConfig`'s backend, device, precision, scale_hint."""
+    return open_backend(UpscaleConfig(model=str(path), **options), notice)
+
+
 # ---- detection and bad files
 
 
@@ -61,8 +66,8 @@ def test_detects_formats_by_content_not_name(tiny_exports, tmp_path):
     shutil.copy(tiny_exports["torchscript"], renamed_ts)
     assert detect_format(renamed_onnx) == "onnx"
     assert detect_format(renamed_ts) == "torchscript"
-    assert open_backend(renamed_ts).name == "torchscript"  # auto: whatever the file is
-    assert open_backend(renamed_onnx).name == "onnx"
+    assert open_model(renamed_ts).name == "torchscript"  # auto: whatever the file is
+    assert open_model(renamed_onnx).name == "onnx"
 
 
 def truncated(src, dst):
@@ -92,7 +97,7 @@ def written(path, data: bytes):
 def test_bad_model_files_give_one_line_input_errors(tmp_path, tiny_exports, tiny_checkpoint, capfd, make, message):
     path = make(tmp_path, tiny_exports, tiny_checkpoint)
     with pytest.raises(InputError, match=message) as info:
-        open_backend(path)
+        open_model(path)
     assert "\n" not in str(info.value)
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # no onnxruntime or torch log spam
@@ -100,13 +105,13 @@ def test_bad_model_files_give_one_line_input_errors(tmp_path, tiny_exports, tiny
 
 def test_backend_must_match_the_file(tiny_exports):
     with pytest.raises(ConfigError, match="onnx model"):
-        open_backend(tiny_exports["onnx"], backend="torchscript")
+        open_model(tiny_exports["onnx"], backend="torchscript")
     with pytest.raises(ConfigError, match="torchscript model"):
-        open_backend(tiny_exports["torchscript"], backend="onnx")
-    with pytest.raises(ConfigError, match="unknown backend"):
-        open_backend(tiny_exports["onnx"], backend="tensorrt")
-    with pytest.raises(ConfigError, match="unknown device"):
-        open_backend(tiny_exports["onnx"], device="tpu")
+        open_model(tiny_exports["torchscript"], backend="onnx")
+    with pytest.raises(ConfigError, match="backend.*'tensorrt'"):
+        open_model(tiny_exports["onnx"], backend="tensorrt")
+    with pytest.raises(ConfigError, match="device.*'tpu'"):
+        open_model(tiny_exports["onnx"], device="tpu")
 
 
 # ---- precision
@@ -116,12 +121,12 @@ def test_auto_precision_is_bf16_for_torchscript_on_a_cpu_with_native_bf16(tiny_e
     import torch
 
     x = np.ascontiguousarray(odd_image.transpose(2, 0, 1)[None])
-    fp32 = open_backend(tiny_exports["torchscript"], device="cpu", precision="fp32")
-    auto = open_backend(tiny_exports["torchscript"], device="cpu")
+    fp32 = open_model(tiny_exports["torchscript"], device="cpu", precision="fp32")
+    auto = open_model(tiny_exports["torchscript"], device="cpu")
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert auto.precision == ("bf16" if native else "fp32")
-    assert open_backend(tiny_exports["onnx"], device="cpu").precision == "fp32"  # ORT has no bf16 convolutions
-    bf16 = open_backend(tiny_exports["torchscript"], device="cpu", precision="bf16")
+    assert open_model(tiny_exports["onnx"], device="cpu").precision == "fp32"  # ORT has no bf16 convolutions
+    bf16 = open_model(tiny_exports["torchscript"], device="cpu", precision="bf16")
     assert bf16.precision == "bf16"
     reference, rounded = fp32.run(x), bf16.run(x)
     assert rounded.dtype == np.float32 and 0 < np.abs(rounded - reference).max() < 0.02  # 8-bit mantissa
@@ -129,12 +134,12 @@ def test_auto_precision_is_bf16_for_torchscript_on_a_cpu_with_native_bf16(tiny_e
 
 def test_precisions_a_backend_or_device_cannot_run_are_config_errors(tiny_exports):
     with pytest.raises(ConfigError, match="bf16 runs with TorchScript only"):
-        open_backend(tiny_exports["onnx"], precision="bf16")
+        open_model(tiny_exports["onnx"], precision="bf16")
     for kind in ("onnx", "torchscript"):
         with pytest.raises(ConfigError, match="fp16 runs only on CUDA, and this run is on CPU"):
-            open_backend(tiny_exports[kind], device="cpu", precision="fp16")
-    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
-        open_backend(tiny_exports["onnx"], precision="int4")
+            open_model(tiny_exports[kind], device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="precision.*'int4'"):
+        open_model(tiny_exports["onnx"], precision="int4")
 
 
 # ---- realsr models: spec from metadata, parity
@@ -143,14 +148,14 @@ def test_precisions_a_backend_or_device_cannot_run_are_config_errors(tiny_export
 def test_onnx_torchscript_and_eager_agree(tiny_exports, tiny_checkpoint, odd_image):
     import torch
 
-    from realsr_cli.training.nets import load_checkpoint
+    from realsr_cli.training.checkpoint import load_checkpoint
 
     x = np.ascontiguousarray(odd_image.transpose(2, 0, 1)[None])  # (1, 3, 37, 53)
     with torch.inference_mode():
         eager = load_checkpoint(tiny_checkpoint).generator()(torch.from_numpy(x)).clamp(0, 1).numpy()
     outs = {}
     for kind in ("onnx", "torchscript"):
-        backend = open_backend(tiny_exports[kind], device="cpu", precision="fp32")
+        backend = open_model(tiny_exports[kind], device="cpu", precision="fp32")
         assert backend.name == kind and backend.device == "cpu" and backend.precision == "fp32"
         assert backend.spec.scale == 4 and backend.spec.receptive_field is not None
         outs[kind] = backend.run(x)
@@ -158,27 +163,27 @@ def test_onnx_torchscript_and_eager_agree(tiny_exports, tiny_checkpoint, odd_ima
         np.testing.assert_allclose(outs[kind], eager, atol=1e-3)
     np.testing.assert_allclose(outs["onnx"], outs["torchscript"], atol=1e-3)
     # batches of any size
-    assert open_backend(tiny_exports["onnx"]).run(np.repeat(x, 3, axis=0)).shape == (3, 3, 148, 212)
+    assert open_model(tiny_exports["onnx"]).run(np.repeat(x, 3, axis=0)).shape == (3, 3, 148, 212)
 
 
 def test_scale_hint_is_checked_against_metadata(tiny_exports):
-    assert open_backend(tiny_exports["onnx"], scale_hint=4).spec.scale == 4
+    assert open_model(tiny_exports["onnx"], scale_hint=4).spec.scale == 4
     with pytest.raises(ModelError, match="x4, not x2"):
-        open_backend(tiny_exports["onnx"], scale_hint=2)
+        open_model(tiny_exports["onnx"], scale_hint=2)
 
 
 # ---- models made elsewhere: probing
 
 
 def test_probe_finds_the_scale_of_a_foreign_onnx(nearest_x2, capfd):
-    backend = open_backend(nearest_x2)
+    backend = open_model(nearest_x2)
     spec = backend.spec
     assert (spec.scale, spec.size_multiple, spec.receptive_field, spec.fixed_size) == (2, 1, None, None)
     x = np.random.default_rng(0).random((2, 3, 5, 7), dtype=np.float32)
     np.testing.assert_array_equal(backend.run(x), x.repeat(2, 2).repeat(2, 3))
-    assert open_backend(nearest_x2, scale_hint=2).spec.scale == 2
+    assert open_model(nearest_x2, scale_hint=2).spec.scale == 2
     with pytest.raises(ModelError, match="x2, not x3"):
-        open_backend(nearest_x2, scale_hint=3)
+        open_model(nearest_x2, scale_hint=3)
     assert capfd.readouterr().err == ""
 
 
@@ -188,7 +193,7 @@ def test_probe_finds_a_size_multiple(tmp_path, capfd):
     d2s = helper.make_node("DepthToSpace", ["z"], ["w"], blocksize=2, mode="DCR")
     nodes, inits = resize_nodes(4, 4, src="w")
     path = foreign_onnx(tmp_path / "even.onnx", [s2d, d2s, *nodes], initializers=inits)
-    spec = open_backend(path).spec
+    spec = open_model(path).spec
     assert (spec.scale, spec.size_multiple) == (4, 2)
     assert capfd.readouterr().err == ""
 
@@ -196,7 +201,7 @@ def test_probe_finds_a_size_multiple(tmp_path, capfd):
 def test_fixed_input_shape_is_read_from_the_graph(tmp_path):
     nodes, inits = resize_nodes(2, 2)
     path = foreign_onnx(tmp_path / "fixed.onnx", nodes, input_shape=(1, 3, 16, 24), initializers=inits)
-    backend = open_backend(path)
+    backend = open_model(path)
     assert backend.spec.fixed_size == (16, 24) and backend.spec.scale == 2
     x = np.random.default_rng(0).random((3, 3, 16, 24), dtype=np.float32)  # fed one at a time to a batch-1 model
     np.testing.assert_array_equal(backend.run(x), x.repeat(2, 2).repeat(2, 3))
@@ -215,14 +220,14 @@ def test_probe_rejects_what_is_not_an_rgb_sr_model(tmp_path, build, message):
     nodes, inits = build()
     path = foreign_onnx(tmp_path / "odd.onnx", nodes, initializers=inits)
     with pytest.raises(ModelError, match=message):
-        open_backend(path)
+        open_model(path)
 
 
 def test_non_rgb_input_is_a_model_error(tmp_path):
     nodes, inits = resize_nodes(2, 2)
     path = foreign_onnx(tmp_path / "gray.onnx", nodes, input_shape=("N", 1, "H", "W"), initializers=inits)
     with pytest.raises(ModelError, match="1-channel input"):
-        open_backend(path)
+        open_model(path)
 
 
 def test_probe_finds_the_scale_of_a_foreign_torchscript(tmp_path):
@@ -235,7 +240,7 @@ def test_probe_finds_the_scale_of_a_foreign_torchscript(tmp_path):
 
     path = tmp_path / "elsewhere.pt"
     torch.jit.save(torch.jit.trace(Net(), torch.rand(1, 3, 8, 8)), str(path))
-    backend = open_backend(path)
+    backend = open_model(path)
     assert backend.name == "torchscript" and backend.spec.scale == 3 and backend.spec.receptive_field is None
     y = backend.run(np.full((1, 3, 4, 5), 0.75, np.float32))
     assert y.shape == (1, 3, 12, 15) and y.max() == 1.0
@@ -247,7 +252,7 @@ def test_probe_finds_the_scale_of_a_foreign_torchscript(tmp_path):
 def test_cuda_requested_without_a_gpu_falls_back_quietly(tiny_exports, capfd):
     # the real GPU build of onnxruntime on this CPU-only machine: CUDA is "available" but cannot load
     seen, notice = notices()
-    backend = open_backend(tiny_exports["onnx"], device="cuda", notice=notice)
+    backend = open_model(tiny_exports["onnx"], device="cuda", notice=notice)
     assert backend.device == "cpu"
     assert len(seen) == 1 and seen[0].startswith("CUDA not available (") and seen[0].endswith("running on CPU")
     out, err = capfd.readouterr()
@@ -257,10 +262,10 @@ def test_cuda_requested_without_a_gpu_falls_back_quietly(tiny_exports, capfd):
 def test_auto_device_tries_cuda_only_where_a_gpu_is_visible(tiny_exports, monkeypatch):
     monkeypatch.setattr(host, "gpu_present", lambda: False)
     seen, notice = notices()
-    assert open_backend(tiny_exports["onnx"], notice=notice).device == "cpu"
+    assert open_model(tiny_exports["onnx"], notice=notice).device == "cpu"
     assert seen == []  # nothing was expected of CUDA, so nothing to say
     monkeypatch.setattr(host, "gpu_present", lambda: True)
-    assert open_backend(tiny_exports["onnx"], notice=notice).device == "cpu"
+    assert open_model(tiny_exports["onnx"], notice=notice).device == "cpu"
     assert len(seen) == 1 and "CUDA not available" in seen[0]
 
 
@@ -270,9 +275,9 @@ def test_build_without_cuda_provider(tiny_exports, monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr(host, "gpu_present", lambda: True)
     seen, notice = notices()
-    assert open_backend(tiny_exports["onnx"], device="auto", notice=notice).device == "cpu"
+    assert open_model(tiny_exports["onnx"], device="auto", notice=notice).device == "cpu"
     assert seen == []
-    assert open_backend(tiny_exports["onnx"], device="cuda", notice=notice).device == "cpu"
+    assert open_model(tiny_exports["onnx"], device="cuda", notice=notice).device == "cpu"
     assert len(seen) == 1 and "no CUDA provider" in seen[0]
 
 
@@ -313,7 +318,7 @@ def fp32_with_fp16_sibling(tmp_path, exports) -> Path:
 def test_cuda_prefers_the_fp16_sibling(tmp_path, tiny_exports, fake_cuda, capfd):
     fp32 = fp32_with_fp16_sibling(tmp_path, tiny_exports)
     seen, notice = notices()
-    backend = open_backend(fp32, notice=notice)
+    backend = open_model(fp32, notice=notice)
     assert backend.device == "cuda" and backend.path.name == "model.fp16.onnx"
     assert backend.spec.precision == "fp16" and backend.spec.supports_half
     path, providers, options = fake_cuda.opened[-1]
@@ -321,7 +326,7 @@ def test_cuda_prefers_the_fp16_sibling(tmp_path, tiny_exports, fake_cuda, capfd)
     assert options["cudnn_conv_algo_search"] == "HEURISTIC"
     assert seen == [] and capfd.readouterr().out == ""
     # explicit CPU never touches CUDA, so the fp32 file is opened as named
-    cpu = open_backend(fp32, device="cpu")
+    cpu = open_model(fp32, device="cpu")
     assert cpu.path == fp32 and cpu.device == "cpu" and fake_cuda.opened[-1][1] == ["CPUExecutionProvider"]
 
 
@@ -335,7 +340,7 @@ def test_cuda_session_that_falls_back_to_cpu_is_detected(tmp_path, tiny_exports,
     monkeypatch.setattr(ort, "InferenceSession", SilentFallback)
     fp32 = fp32_with_fp16_sibling(tmp_path, tiny_exports)
     seen, notice = notices()
-    backend = open_backend(fp32, notice=notice)
+    backend = open_model(fp32, notice=notice)
     # CUDA was tried with the fp16 sibling, then the CPU session uses the fp32 file
     assert [p.rsplit("/", 1)[1] for p, _, _ in SilentFallback.opened] == ["model.fp16.onnx", "model.onnx"]
     assert SilentFallback.opened[-1][1] == ["CPUExecutionProvider"]
@@ -354,7 +359,7 @@ def test_cuda_session_error_falls_back_with_its_reason(tiny_exports, monkeypatch
 
     monkeypatch.setattr(ort, "InferenceSession", Exploding)
     seen, notice = notices()
-    backend = open_backend(tiny_exports["onnx"], device="cuda", notice=notice)
+    backend = open_model(tiny_exports["onnx"], device="cuda", notice=notice)
     assert backend.device == "cpu"
     assert seen == ["CUDA not available (CUDA failure 100: no CUDA-capable device is detected): running on CPU"]
 
@@ -365,7 +370,7 @@ def test_fp16_onnx_on_cpu_uses_the_fp32_sibling(tmp_path, tiny_exports):
     shutil.copy(tiny_exports["onnx"], folder / "model.onnx")
     fp16 = shutil.copy(tiny_exports["onnx_fp16"], folder / "model.fp16.onnx")
     seen, notice = notices()
-    backend = open_backend(fp16, device="cpu", notice=notice)
+    backend = open_model(fp16, device="cpu", notice=notice)
     assert backend.path.name == "model.onnx" and backend.spec.precision == "fp32"
     assert seen == ["fp16 models run only on CUDA: using model.onnx on CPU"]
 
@@ -373,7 +378,7 @@ def test_fp16_onnx_on_cpu_uses_the_fp32_sibling(tmp_path, tiny_exports):
 def test_fp16_onnx_alone_on_cpu_is_a_model_error(tmp_path, tiny_exports):
     fp16 = shutil.copy(tiny_exports["onnx_fp16"], tmp_path / "lonely.fp16.onnx")
     with pytest.raises(ModelError, match="fp16 models run only on CUDA"):
-        open_backend(fp16, device="cpu")
+        open_model(fp16, device="cpu")
 
 
 def test_torchscript_cuda_request_falls_back(tiny_exports, monkeypatch):
@@ -381,5 +386,5 @@ def test_torchscript_cuda_request_falls_back(tiny_exports, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     seen, notice = notices()
-    backend = open_backend(tiny_exports["torchscript"], device="cuda", notice=notice)
+    backend = open_model(tiny_exports["torchscript"], device="cuda", notice=notice)
     assert backend.device == "cpu" and len(seen) == 1 and "CUDA not available" in seen[0]

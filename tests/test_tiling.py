@@ -8,17 +8,16 @@ import pytest
 
 from realsr_cli.config import TileConfig
 from realsr_cli.errors import ModelError
-from realsr_cli.spec import ModelSpec
 from realsr_cli.inference.tiling import (
     RAMP,
     UNKNOWN_RF_OVERLAP,
     default_overlap,
-    get_padding,
-    pad_image,
     pad_indices,
+    padded_size,
     plan_tiles,
     run_tiled,
 )
+from realsr_cli.spec import ModelSpec
 
 
 def box_model(radius: int, scale: int):
@@ -230,6 +229,23 @@ def test_pad_indices_reflect_then_replicate(size, padded):
     assert (values[idx] == expected).all()
 
 
+def get_padding(height: int, width: int, spec: ModelSpec) -> tuple[int, int]:
+    """(bottom, right) padding the model needs for a whole (height, width) image; top and left are never padded."""
+    fh, fw = spec.fixed_size or (None, None)
+    return (
+        padded_size(height, spec.size_multiple, fh) - height,
+        padded_size(width, spec.size_multiple, fw) - width,
+    )
+
+
+def pad_image(image: np.ndarray, pad_bottom: int, pad_right: int) -> np.ndarray:
+    """(H, W, ...) -> (H + pad_bottom, W + pad_right, ...) with `pad_indices` padding, as a whole image."""
+    h, w = image.shape[:2]
+    if not pad_bottom and not pad_right:
+        return image
+    return image[pad_indices(h, h + pad_bottom)][:, pad_indices(w, w + pad_right)]
+
+
 @pytest.mark.parametrize(
     "height, width, spec, expected",
     [
@@ -287,9 +303,10 @@ def test_memory_stays_bounded_no_float_copy_of_the_output():
 
 
 def test_compact_preset_tiled_equals_whole(compact_exports, rng):
+    from realsr_cli.config import UpscaleConfig
     from realsr_cli.inference.runtime import open_backend
 
-    backend = open_backend(compact_exports["onnx"], "onnx", "cpu")
+    backend = open_backend(UpscaleConfig(model=str(compact_exports["onnx"]), backend="onnx", device="cpu"))
     spec = backend.spec
     assert spec.receptive_field == 19
     image = rng.random((120, 101, 3), dtype=np.float32)

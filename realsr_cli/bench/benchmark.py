@@ -3,13 +3,13 @@
 For each backend (ONNX Runtime, TorchScript) one run measures: the model's FLOPs per input pixel, counted from its
 file; a reference convolution's GFLOP/s on the same backend and device; end-to-end throughput, efficiency and peak
 memory on photo-like JPEGs (each size in a fresh process); tiled against whole-image inference; and a folder batch
-against the sum of its pure inference times. `run_benchmark` returns a JSON-ready dict, `to_markdown` renders it.
-No torch at import: an ONNX-only benchmark never imports it.
+against the sum of its pure inference times. `run_benchmark` returns a JSON-ready dict, which
+`realsr_cli.bench.report` renders and saves; `realsr_cli.bench.flops` counts the model's cost. No torch at import:
+an ONNX-only benchmark never imports it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -29,34 +29,24 @@ import numpy as np
 
 from realsr_cli import __version__
 from realsr_cli._files import file_sha256
+from realsr_cli.bench.flops import count_flops
+from realsr_cli.config import BenchConfig
+from realsr_cli.errors import BackendError, InputError, RealSRError
 from realsr_cli.host import cpu_count
-from realsr_cli.photo import imageio
-from realsr_cli.config import DEVICES, PRECISIONS
-from realsr_cli.errors import (
-    BackendError,
-    ConfigError,
-    InputError,
-    ModelError,
-    RealSRError,
-)
-from realsr_cli.inference.runtime import (
-    detect_format,
-    session_options,
-    torch_dtype,
-)
-from realsr_cli.inference.upscaler import Upscaler, resolve_model
+from realsr_cli.inference.runtime import detect_format, resolve_model
+from realsr_cli.inference.runtime.onnx import session_options
+from realsr_cli.inference.runtime.torchscript import torch_dtype
+from realsr_cli.inference.upscaler import Upscaler
+from realsr_cli.photo.read import read_image
 
 Progress = Callable[[str], None]
 
-BENCH_BACKENDS = ("onnx", "torchscript")
 MODEL_SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
-FLOP_PROBE_EDGE = 64  # input edge of the FLOP count: a fully convolutional net's cost per pixel is size-independent
 REFERENCE_CHANNELS = 64  # the reference 3x3 convolution maps 64 -> 64 channels, like the body of realsr's nets
 REFERENCE_RUNS = 5  # timed runs of the reference convolution after two warm-ups (short and steady: five suffice)
 GRAIN_SIGMA = 3.0  # 8-bit levels of Gaussian grain: a Lanczos-enlarged sample is too smooth to compress like a photo
 PHOTO_QUALITY = 92  # JPEG quality of the generated inputs, as cameras and phones write them
 OUTPUT_QUALITY = 95  # what `realsr upscale photo.jpg` writes (Upscaler.upscale_file's default)
-SIZE_LABELS = {"efficiency": "efficiency {mp:g} MP", "peak_rss_mib": "peak RSS {mp:g} MP (MiB)"}  # Markdown rows
 
 
 @dataclass(frozen=True)
@@ -78,42 +68,6 @@ TARGETS = (
     Target("tiling.ratio", 1.10, at_most=True),
     Target("folder.ratio", 1.05, at_most=True),
 )
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What `run_benchmark` measures. Sizes are megapixels of 4:3 photos (1 MP = 10^6 input pixels)."""
-
-    model: str | None = None  # .onnx or .ts; its sibling with the other suffix is the other backend's; None = bundled
-    backends: tuple[str, ...] = BENCH_BACKENDS
-    device: str = "auto"  # auto (CUDA when it really loads), cpu or cuda
-    precision: str = "auto"  # as `realsr upscale --precision`; the reference convolution runs in the one chosen
-    sizes_mp: tuple[float, ...] = (0.25, 1.0, 12.0)  # end-to-end photos; the one nearest 1 MP is also the tiling photo
-    folder_count: int = 16  # photos in the batch-pipeline folder
-    folder_mp: float = 0.25
-    tile: int | None = None  # tile size of every run (None: as `realsr upscale` picks), compared with whole images
-    repeats: int = 3  # timed runs of each measurement after the warm-up; the median is reported
-    reference_edge: int = 256  # the reference convolution's input is 1 x 64 x edge x edge
-
-    def __post_init__(self) -> None:
-        if not self.sizes_mp:
-            raise ConfigError("no photo sizes given: list at least one size in megapixels (--sizes 0.25,1,12)")
-        for mp in (*self.sizes_mp, self.folder_mp):
-            if not (math.isfinite(mp) and mp > 0):
-                raise ConfigError(f"photo sizes must be positive numbers of megapixels, got {mp:g}")
-        object.__setattr__(self, "sizes_mp", tuple(sorted(set(self.sizes_mp))))  # normalised, like SizeRequirements
-        if not self.backends or not set(self.backends) <= set(BENCH_BACKENDS):
-            asked = ", ".join(self.backends) or "none"
-            raise ConfigError(f"backends must be one or both of {', '.join(BENCH_BACKENDS)}, got {asked}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.tile is not None and self.tile < 1:
-            raise ConfigError(f"tile must be at least 1, got {self.tile}")
-        for name in ("folder_count", "repeats", "reference_edge"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
 
 
 def run_benchmark(cfg: BenchConfig, progress: Progress = lambda line: None) -> dict:
@@ -191,13 +145,29 @@ def bench_backend(
     for mp, src in photos.items():
         progress(f"{name}: end-to-end {mp:g} MP in a fresh process")
         # the file and precision this process resolved, so the child runs exactly what the reference was set for
-        run = run_child(dict(options, model=str(loaded), precision=precision, src=str(src), warmup=str(warmup),
-                             out_dir=str(work), repeats=cfg.repeats))
+        run = run_child(
+            dict(
+                options,
+                model=str(loaded),
+                precision=precision,
+                src=str(src),
+                warmup=str(warmup),
+                out_dir=str(work),
+                repeats=cfg.repeats,
+            )
+        )
         (width, height), (out_width, out_height) = run["input_size"], run["output_size"]
         model_gflops = flops * width * height / run["seconds"] / 1e9
-        sizes.append({"mp": mp, **run, "output_mp_per_s": out_width * out_height / run["seconds"] / 1e6,
-                      "model_gflops": model_gflops, "efficiency": model_gflops / reference["gflops"],
-                      "efficiency_vs_fp32": model_gflops / reference_fp32["gflops"]})
+        sizes.append(
+            {
+                "mp": mp,
+                **run,
+                "output_mp_per_s": out_width * out_height / run["seconds"] / 1e6,
+                "model_gflops": model_gflops,
+                "efficiency": model_gflops / reference["gflops"],
+                "efficiency_vs_fp32": model_gflops / reference_fp32["gflops"],
+            }
+        )
     return {
         "backend": name,
         "model": str(loaded),
@@ -213,77 +183,6 @@ def bench_backend(
         "tiling": tiling,
         "folder": batch,
     }
-
-
-# ---- model cost
-
-
-def count_flops(path: Path, kind: str) -> tuple[float, str]:
-    """(FLOPs per input pixel, what they were counted from). TorchScript falls back to the same-stem .onnx file
-    when torch counts nothing. Raises ModelError when neither file gives a count."""
-    if kind == "onnx":
-        return count_onnx_flops(path), "the ONNX graph"
-    flops = count_torchscript_flops(path)
-    if flops > 0:
-        return flops, "a TorchScript run (torch FlopCounterMode)"
-    sibling = path.with_suffix(".onnx")
-    if not sibling.is_file():
-        raise ModelError(f"{path}: torch counted no FLOPs in this model, and there is no {sibling.name} to count")
-    return count_onnx_flops(sibling), f"the ONNX sibling {sibling.name}"
-
-
-def count_onnx_flops(path: Path, edge: int = FLOP_PROBE_EDGE) -> float:
-    """FLOPs (2 per multiply-add) per input pixel of Conv, ConvTranspose, Gemm and MatMul nodes, from shapes
-    inferred at a 1 x 3 x edge x edge input (a fixed-size model's own size). Biases, activations, additions and
-    control-flow subgraphs are not counted, as in `nets.flops_per_input_pixel`. Raises ModelError for a node
-    whose shapes cannot be inferred."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)  # initializer dims are there without their data
-    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    image = next(i for i in model.graph.input if i.name not in weights)
-    dims = image.type.tensor_type.shape.dim
-    for dim, probe in zip(dims, (1, None, edge, edge)):
-        if probe is not None and not dim.HasField("dim_value"):
-            dim.dim_value = probe  # replaces the symbolic batch/height/width
-    pixels = dims[2].dim_value * dims[3].dim_value
-    graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
-    shapes = dict(weights)
-    for info in (*graph.input, *graph.value_info, *graph.output):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim)
-        shapes[info.name] = shape if shape and None not in shape else None
-    macs = 0
-    for node in graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            continue
-        a, b, out = (shapes.get(name) for name in (node.input[0], node.input[1], node.output[0]))
-        if a is None or b is None or out is None:
-            raise ModelError(f"{path}: cannot count FLOPs: the shapes around {node.op_type} node "
-                             f"{node.name or node.output[0]!r} are unknown after shape inference")
-        if node.op_type == "Conv":  # weight (C_out, C_in / group, kH, kW): per output element
-            macs += math.prod(out) * math.prod(b[1:])
-        elif node.op_type == "ConvTranspose":  # weight (C_in, C_out / group, kH, kW): per input element
-            macs += math.prod(a) * math.prod(b[1:])
-        else:
-            trans_a = any(attr.name == "transA" and attr.i for attr in node.attribute)
-            macs += math.prod(out) * (a[-2] if trans_a else a[-1])
-    return 2.0 * macs / pixels
-
-
-def count_torchscript_flops(path: Path, edge: int = FLOP_PROBE_EDGE) -> float:
-    """FLOPs per input pixel of one forward at 1 x 3 x edge x edge, counted by torch's FlopCounterMode (its
-    dispatch-level count sees the traced graph's aten::_convolution, which torch.profiler's with_flops leaves at 0;
-    it counts convolutions and matrix products only, like the ONNX count)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(1, 3, edge, edge))
-    return counter.get_total_flops() / (edge * edge)
-
-
-# ---- reference speed
 
 
 def reference_conv(backend: str, device: str, precision: str, edge: int = 256) -> dict:
@@ -311,13 +210,19 @@ def _onnx_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     weight = numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.05).astype(dtype), "weight")
     bias = numpy_helper.from_array(np.zeros(c, dtype), "bias")
     conv = helper.make_node("Conv", ["x", "weight", "bias"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    graph = helper.make_graph([conv], "reference_conv", [helper.make_tensor_value_info("x", elem, shape)],
-                              [helper.make_tensor_value_info("y", elem, shape)], [weight, bias])
+    graph = helper.make_graph(
+        [conv],
+        "reference_conv",
+        [helper.make_tensor_value_info("x", elem, shape)],
+        [helper.make_tensor_value_info("y", elem, shape)],
+        [weight, bias],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    # the model's own session settings; on CUDA its conv algorithm choice too (runtime._cuda_session)
-    providers = ([("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"})] if cuda else [])
-    session = ort.InferenceSession(model.SerializeToString(), session_options(ort),
-                                   providers=[*providers, "CPUExecutionProvider"])
+    # the model's own session settings; on CUDA its conv algorithm choice too (runtime.onnx._cuda_session)
+    providers = [("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"})] if cuda else []
+    session = ort.InferenceSession(
+        model.SerializeToString(), session_options(ort), providers=[*providers, "CPUExecutionProvider"]
+    )
     if cuda and session.get_providers()[0] != "CUDAExecutionProvider":
         raise BackendError("the reference convolution could not load onnxruntime's CUDA provider")
     x = rng.random(shape, dtype=np.float32).astype(dtype)
@@ -336,7 +241,7 @@ def _torch_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     dtype = torch_dtype(torch, precision)
     generator = torch.Generator().manual_seed(0)
     c = REFERENCE_CHANNELS
-    channels_last = torch.channels_last  # what TorchScriptBackend uses on CPU (runtime.md: the faster layout)
+    channels_last = torch.channels_last  # what TorchScriptBackend uses on CPU (docs/runtime.md: the faster layout)
     x = torch.rand(1, c, edge, edge, generator=generator).to(device, dtype).contiguous(memory_format=channels_last)
     weight = (torch.randn(c, c, 3, 3, generator=generator) * 0.05).to(device, dtype)
     weight = weight.contiguous(memory_format=channels_last)
@@ -351,9 +256,6 @@ def _torch_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     return run
 
 
-# ---- measures
-
-
 def timed(fn: Callable, *args) -> float:
     start = time.perf_counter()
     fn(*args)
@@ -362,7 +264,7 @@ def timed(fn: Callable, *args) -> float:
 
 def measure_tiling(tiled: Upscaler, whole: Upscaler, src: Path, repeats: int) -> dict:
     """Median inference seconds of `tiled` over `whole` on one decoded photo, and the tile plan."""
-    photo = imageio.read_image(src, max_pixels=tiled.config.max_pixels)
+    photo = read_image(src, max_pixels=tiled.config.max_pixels)
     height, width = photo.rgb.shape[:2]
     plan = tiled.plan(width, height)
     for up in (tiled, whole):  # warm-up at these shapes
@@ -373,19 +275,26 @@ def measure_tiling(tiled: Upscaler, whole: Upscaler, src: Path, repeats: int) ->
         whole_runs.append(timed(whole.upscale_photo, photo))
     tiled_s, whole_s = statistics.median(tiled_runs), statistics.median(whole_runs)
     tile = tiled.config.tile.tile_for(width * height)
-    return {"input_size": [width, height], "tile": tile, "rows": len(plan.rows.starts),
-            "cols": len(plan.cols.starts), "tile_shape": list(plan.tile_shape), "tiled_seconds": tiled_s,
-            "whole_seconds": whole_s, "ratio": tiled_s / whole_s}
+    return {
+        "input_size": [width, height],
+        "tile": tile,
+        "rows": len(plan.rows.starts),
+        "cols": len(plan.cols.starts),
+        "tile_shape": list(plan.tile_shape),
+        "tiled_seconds": tiled_s,
+        "whole_seconds": whole_s,
+        "ratio": tiled_s / whole_s,
+    }
 
 
 def measure_folder(up: Upscaler, folder: Path, out_dir: Path) -> dict:
     """Wall seconds of `upscale_files` over the folder (JPEG out), over the sum of each photo's pure inference
     (decoded beforehand, then `upscale_photo` alone, one after another)."""
     files = sorted(folder.iterdir())
-    up.upscale_photo(imageio.read_image(files[0], max_pixels=up.config.max_pixels))  # warm-up at this size
+    up.upscale_photo(read_image(files[0], max_pixels=up.config.max_pixels))  # warm-up at this size
     inference = 0.0
     for file in files:
-        photo = imageio.read_image(file, max_pixels=up.config.max_pixels)
+        photo = read_image(file, max_pixels=up.config.max_pixels)
         inference += timed(up.upscale_photo, photo)
     start = time.perf_counter()
     results = list(up.upscale_files([folder], out_dir=out_dir, quality=OUTPUT_QUALITY))
@@ -403,8 +312,6 @@ def memory_growth(sizes: list[dict]) -> float | None:
     small, large = sizes[-2], sizes[-1]
     return (large["peak_rss_mib"] - small["peak_rss_mib"]) / (large["mp"] - small["mp"])
 
-
-# ---- end to end, one process per size
 
 _CHILD = "import sys; from realsr_cli.bench.benchmark import child_main; child_main(sys.argv[1])"
 
@@ -433,16 +340,28 @@ def child_main(args_json: str) -> None:
         options = {key: args[key] for key in ("backend", "device", "precision", "tile")}
         with Upscaler(args["model"], **options) as up:
             up.upscale_file(args["warmup"], out_dir / "warmup_x4.jpg", quality=OUTPUT_QUALITY)
-            runs = [up.upscale_file(args["src"], out_dir / "photo_x4.jpg", quality=OUTPUT_QUALITY)
-                    for _ in range(args["repeats"])]
+            runs = [
+                up.upscale_file(args["src"], out_dir / "photo_x4.jpg", quality=OUTPUT_QUALITY)
+                for _ in range(args["repeats"])
+            ]
             device, precision = up.device, up.precision
     except RealSRError as err:
         print(err, file=sys.stderr)
         sys.exit(err.exit_code)
     run = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]  # the median run (the later middle one if even)
-    print(json.dumps({"input_size": list(run.input_size), "output_size": list(run.output_size),
-                      "seconds": run.seconds, "timings": run.timings, "device": device, "precision": precision,
-                      "peak_rss_mib": peak_rss_mib()}))
+    print(
+        json.dumps(
+            {
+                "input_size": list(run.input_size),
+                "output_size": list(run.output_size),
+                "seconds": run.seconds,
+                "timings": run.timings,
+                "device": device,
+                "precision": precision,
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    )
 
 
 def peak_rss_mib() -> float | None:
@@ -464,9 +383,6 @@ def peak_rss_mib() -> float | None:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on other Unixes
 
 
-# ---- inputs and facts
-
-
 def make_photo(path: Path, megapixels: float, seed: int = 0) -> Path:
     """Write a photo-like 4:3 JPEG of about `megapixels`: the bundled Kodak sample, cropped to 4:3 and
     Lanczos-resized, with mild Gaussian grain."""
@@ -486,15 +402,16 @@ def make_photo(path: Path, megapixels: float, seed: int = 0) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def describe_machine(on_cuda: bool) -> dict:
-    return {"cpu": _cpu_model(), "cores": cpu_count(), "gpu": _gpu_name() if on_cuda else None,
-            "python": platform.python_version(), "realsr": __version__,
-            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"), "torch": _version("torch")}
+    return {
+        "cpu": _cpu_model(),
+        "cores": cpu_count(),
+        "gpu": _gpu_name() if on_cuda else None,
+        "python": platform.python_version(),
+        "realsr": __version__,
+        "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+        "torch": _version("torch"),
+    }
 
 
 def _cpu_model() -> str:
@@ -506,8 +423,13 @@ def _cpu_model() -> str:
 
 def _gpu_name() -> str | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return out.strip().splitlines()[0] if out.strip() else None
@@ -518,9 +440,6 @@ def _version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-# ---- targets and rendering
 
 
 def check_targets(result: dict) -> list[dict]:
@@ -537,86 +456,3 @@ def check_targets(result: dict) -> list[dict]:
         passed = None if value is None else (value <= target.limit if target.at_most else value >= target.limit)
         checks.append({**asdict(target), "value": value, "passed": passed})
     return checks
-
-
-def to_markdown(report: dict) -> str:
-    """The report as Markdown: machine and model files, then one row per measure per backend, with the target and
-    pass/fail where one applies."""
-    machine, cfg = report["machine"], report["config"]
-    gpu = f"; GPU {machine['gpu']}" if machine["gpu"] else ""
-    versions = f"realsr {machine['realsr']}, onnxruntime {machine['onnxruntime']}, torch {machine['torch']}"
-    sizes = ", ".join(f"{mp:g}" for mp in cfg["sizes_mp"])
-    folder = f"folder of {cfg['folder_count']} x {cfg['folder_mp']:g} MP"
-    tile = "by photo size" if cfg["tile"] is None else cfg["tile"]
-    settings = (f"photos of {sizes} MP; {folder}; tile {tile}; median of {cfg['repeats']}; "
-                f"device {cfg['device']}; precision {cfg['precision']}")
-    lines = ["# realsr bench", "", f"- machine: {machine['cpu']}, {machine['cores']} cores{gpu}",
-             f"- versions: {versions}, Python {machine['python']}", f"- settings: {settings}"]
-    for name, result in report["backends"].items():
-        if "skipped" not in result:
-            where = f"on {result['device']} in {result['precision']}"
-            lines.append(f"- {name}: `{result['model']}` {where}, sha256 `{result['sha256']}`")
-    lines += ["", "Targets are set for a 2-core CPU.", "", "| backend | measure | value | target | result |",
-              "|---|---|---|---|---|"]
-    for name, result in report["backends"].items():
-        if "skipped" in result:
-            lines.append(f"| {name} | skipped | {result['skipped']} |  |  |")
-            continue
-        checks = {(c["measure"], c["at_mp"]): c for c in result["checks"]}
-        rows = list(_rows(result))
-        # targets at a size that was not measured get a row of their own, so that no target goes unmentioned
-        measured = {key for _, key, _ in rows}
-        rows += [(SIZE_LABELS[measure].format(mp=mp), (measure, mp), "-") for measure, mp in checks if
-                 (measure, mp) not in measured]
-        for label, key, value in rows:
-            check, target, verdict = checks.get(key), "", ""
-            if check is not None:
-                target = f"{'<=' if check['at_most'] else '>='} {check['limit']:g}"
-                verdict = {True: "pass", False: "**FAIL**", None: "not measured"}[check["passed"]]
-            lines.append(f"| {name} | {label} | {value} | {target} | {verdict} |")
-    return "\n".join(lines) + "\n"
-
-
-def _rows(result: dict):
-    """(label, target key, value text) for each measure of one backend's result."""
-    ref, tiling, folder = result["reference"], result["tiling"], result["folder"]
-    flops = f"{result['flops_per_input_pixel'] / 1e3:,.1f} kFLOP per input pixel, from {result['flops_counted_from']}"
-    yield "model cost", None, flops
-    conv = f"3x3 conv 64->64 on 1x64x{ref['edge']}x{ref['edge']}, {ref['precision']}"
-    yield "reference speed", None, f"{ref['gflops']:.1f} GFLOP/s ({conv})"
-    if ref["precision"] != "fp32":
-        yield "reference speed, fp32", None, f"{result['reference_fp32']['gflops']:.1f} GFLOP/s (the same conv in fp32)"
-    for size in result["sizes"]:
-        mp, (width, height), split = size["mp"], size["input_size"], size["timings"]
-        parts = " + ".join(f"{part} {split[part]:.2f}" for part in ("decode", "infer", "encode"))
-        seconds = f"{size['seconds']:.2f} s ({width}x{height} JPEG: {parts})"
-        yield f"end-to-end {mp:g} MP", None, f"{seconds}, {size['output_mp_per_s']:.2f} output MP/s"
-        efficiency = f"{size['efficiency']:.3f} ({size['model_gflops']:.1f} model GFLOP/s)"
-        if ref["precision"] != "fp32":
-            efficiency += f"; {size['efficiency_vs_fp32']:.3f} of the fp32 conv"
-        yield SIZE_LABELS["efficiency"].format(mp=mp), ("efficiency", mp), efficiency
-        rss = size["peak_rss_mib"]
-        yield SIZE_LABELS["peak_rss_mib"].format(mp=mp), ("peak_rss_mib", mp), "-" if rss is None else f"{rss:.0f}"
-    if result["memory_growth_mib_per_mp"] is not None:
-        small, large = result["sizes"][-2]["mp"], result["sizes"][-1]["mp"]
-        growth = f"{result['memory_growth_mib_per_mp']:.1f} MiB per input MP ({small:g} -> {large:g} MP)"
-        yield "memory growth", None, growth
-    (tile_h, tile_w), (width, height) = tiling["tile_shape"], tiling["input_size"]
-    plan = f"{tiling['rows']}x{tiling['cols']} tiles of {tile_h}x{tile_w} on {width}x{height}"
-    seconds = f"{tiling['tiled_seconds']:.2f} s vs {tiling['whole_seconds']:.2f} s"
-    yield "tiled / whole", ("tiling.ratio", None), f"{tiling['ratio']:.3f} ({seconds}; {plan})"
-    seconds = f"{folder['wall_seconds']:.2f} s vs {folder['inference_seconds']:.2f} s"
-    yield "folder / inference", ("folder.ratio", None), f"{folder['ratio']:.3f} ({seconds}; {folder['count']} photos)"
-
-
-def save_report(report: dict, json_path: str | os.PathLike | None, markdown_path: str | os.PathLike | None) -> None:
-    """Write the report as JSON and/or Markdown (parent folders made). Raises InputError for an unwritable file."""
-    renders = ((json_path, lambda: json.dumps(report, indent=2) + "\n"), (markdown_path, lambda: to_markdown(report)))
-    for path, render in renders:
-        if path is None:
-            continue
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(render())
-        except OSError as err:
-            raise InputError(f"{path}: cannot write the report ({err.strerror})") from err

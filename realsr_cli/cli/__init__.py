@@ -1,5 +1,5 @@
-"""The `realsr` command group: lazy-loaded subcommands, one stderr console, and the one place where
-`RealSRError`s become messages and exit codes. Each subcommand lives in its own module here and stays thin.
+"""The `realsr` command group: lazy-loaded subcommands and the one place where `RealSRError`s become messages and
+exit codes. Each subcommand lives in its own module here and stays thin; what they print alike is in `_console`.
 
 No torch here: `realsr --help` and ONNX upscaling never import it.
 """
@@ -11,14 +11,11 @@ import importlib.util
 import os
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from realsr_cli import __version__
+from realsr_cli.cli._console import console
 from realsr_cli.errors import EXIT_INTERRUPTED, EXIT_SOME_FAILED, RealSRError
-
-# messages and progress go to stderr, so stdout stays clean for --json
-console = Console(stderr=True, highlight=False)
 
 # subcommand -> "module:attribute", imported only when that subcommand runs (hatch/click LazyGroup style)
 COMMANDS = {
@@ -64,6 +61,7 @@ class RealSRGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
 
 
+# the subcommands inherit the context settings: -h works everywhere
 @click.group(cls=RealSRGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="realsr")
 def cli() -> None:

@@ -1,5 +1,5 @@
-"""`realsr bench`: a thin Click layer over `realsr_cli.bench.benchmark.run_benchmark`; owns only the console output and the
-report files. No torch here: an ONNX-only benchmark never imports it.
+"""`realsr bench`: a thin Click layer over `realsr_cli.bench.benchmark.run_benchmark`; owns only the console output
+and the report files. No torch here: an ONNX-only benchmark never imports it.
 """
 
 from __future__ import annotations
@@ -7,50 +7,99 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from realsr_cli.bench.benchmark import (
-    BENCH_BACKENDS,
-    BenchConfig,
-    run_benchmark,
-    save_report,
-    to_markdown,
-)
-from realsr_cli.cli import console
-from realsr_cli.config import PRECISIONS
+from realsr_cli.bench.benchmark import run_benchmark
+from realsr_cli.bench.report import save_report, to_markdown
+from realsr_cli.cli._console import console
+from realsr_cli.config import DEVICES, MODEL_FORMATS, PRECISIONS, BenchConfig
 from realsr_cli.errors import ConfigError
 
 DEFAULT_SIZES = ",".join(f"{mp:g}" for mp in BenchConfig.sizes_mp)
 
 
-@click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", type=click.Path(dir_okay=False), default=None,
-              help="Exported .onnx or .ts model; the file with the same stem and the other suffix in the same folder "
-                   "is the other backend's. Default: the bundled model.")
-@click.option("--backend", type=click.Choice(["both", "onnx", "torchscript"]), default="both", show_default=True,
-              help="Backends to measure; both runs ONNX Runtime and TorchScript side by side and skips a missing file "
-                   "with a note.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto uses CUDA when it really loads, else the CPU.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Arithmetic of the model, as for realsr upscale; the reference convolution runs in the same.")
-@click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
-              help="Comma-separated sizes in megapixels of the photos timed end to end, each in a fresh process; "
-                   "the one nearest 1 MP also measures tiling.")
-@click.option("--folder", "folder_count", type=click.IntRange(min=1), default=BenchConfig.folder_count,
-              show_default=True, help="Number of photos in the folder that measures the batch pipeline.")
-@click.option("--folder-mp", type=float, default=BenchConfig.folder_mp, show_default=True,
-              help="Size in megapixels of each photo in that folder.")
-@click.option("--tile", type=click.IntRange(min=1), default=None,
-              help="Tile size for every run (default: as realsr upscale chooses by photo size); tiled inference is "
-                   "compared with the whole image.")
-@click.option("--repeats", type=click.IntRange(min=1), default=BenchConfig.repeats, show_default=True,
-              help="Timed runs of each measurement after its warm-up; the median is reported.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the full report as JSON to this file.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the results table as Markdown to this file.")
+@click.command("bench")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Exported .onnx or .ts model; the file with the same stem and the other suffix in the same folder "
+    "is the other backend's. Default: the bundled model.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["both", *MODEL_FORMATS]),
+    default="both",
+    show_default=True,
+    help="Backends to measure; both runs ONNX Runtime and TorchScript side by side and skips a missing file "
+    "with a note.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="auto uses CUDA when it really loads, else the CPU.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="Arithmetic of the model, as for realsr upscale; the reference convolution runs in the same.",
+)
+@click.option(
+    "--sizes",
+    default=DEFAULT_SIZES,
+    show_default=True,
+    help="Comma-separated sizes in megapixels of the photos timed end to end, each in a fresh process; "
+    "the one nearest 1 MP also measures tiling.",
+)
+@click.option(
+    "--folder",
+    "folder_count",
+    type=click.IntRange(min=1),
+    default=BenchConfig.folder_count,
+    show_default=True,
+    help="Number of photos in the folder that measures the batch pipeline.",
+)
+@click.option(
+    "--folder-mp",
+    type=float,
+    default=BenchConfig.folder_mp,
+    show_default=True,
+    help="Size in megapixels of each photo in that folder.",
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tile size for every run (default: as realsr upscale chooses by photo size); tiled inference is "
+    "compared with the whole image.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=BenchConfig.repeats,
+    show_default=True,
+    help="Timed runs of each measurement after its warm-up; the median is reported.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the full report as JSON to this file.",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the results table as Markdown to this file.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines; the results table still prints.")
-def bench_command(model, backend, device, precision, sizes, folder_count, folder_mp, tile, repeats, json_path,
-                  markdown_path, quiet):
+def bench_command(
+    model, backend, device, precision, sizes, folder_count, folder_mp, tile, repeats, json_path, markdown_path, quiet
+):
     """Measure what a model costs and how fast realsr runs it on this machine.
 
     For each backend: FLOPs per input pixel counted from the model file, a reference convolution's speed on the
@@ -60,7 +109,7 @@ def bench_command(model, backend, device, precision, sizes, folder_count, folder
     """
     cfg = BenchConfig(
         model=model,
-        backends=BENCH_BACKENDS if backend == "both" else (backend,),
+        backends=MODEL_FORMATS if backend == "both" else (backend,),
         device=device,
         precision=precision,
         sizes_mp=_parse_sizes(sizes),

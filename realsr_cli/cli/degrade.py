@@ -1,5 +1,5 @@
 """`realsr degrade`: a seeded full-reference test set of noisy, JPEG-compressed LR images from clean HR photos.
-Thin layer over realsr_cli.quality.degrade. No torch here."""
+Thin layer over `realsr_cli.quality.degrade`. No torch here."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ from pathlib import Path
 
 import click
 
-from realsr_cli.cli import console
+from realsr_cli.cli._console import console
 
 
 @click.command("degrade")
 @click.argument("hr_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write lr/, hr/ and recipe.json into.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of every image's noise and JPEG draws: the same seed writes the same files.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write lr/, hr/ and recipe.json into.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of every image's noise and JPEG draws: the same seed writes the same files.",
+)
 @click.option("--scale", type=click.IntRange(min=2), default=4, show_default=True, help="Downscale factor.")
 def degrade_command(hr_dir: Path, out_dir: Path, seed: int, scale: int) -> None:
     """Make LR/HR test pairs with noise and JPEG blocks from clean HR photos.
@@ -27,4 +38,5 @@ def degrade_command(hr_dir: Path, out_dir: Path, seed: int, scale: int) -> None:
     from realsr_cli.quality.degrade import make_degraded_pairs
 
     records = make_degraded_pairs(hr_dir, out_dir, seed=seed, scale=scale)
-    console.print(f"wrote {len(records)} pairs to {out_dir / 'lr'} and {out_dir / 'hr'} (recipe: {out_dir / 'recipe.json'})")
+    lr, hr, recipe = out_dir / "lr", out_dir / "hr", out_dir / "recipe.json"
+    console.print(f"wrote {len(records)} pairs to {lr} and {hr} (recipe: {recipe})")

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from realsr_cli.cli import console
+from realsr_cli.cli._console import console, notice, tracker
+from realsr_cli.config import BACKENDS, DEVICES
 from realsr_cli.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -99,21 +100,25 @@ def _table(report: EvalReport, model_name: str):
     help="Folder of ground-truth HR images with the LR images' file names; none = NIQE alone.",
 )
 @click.option(
-    "--niqe/--no-niqe", "with_niqe", default=True, show_default=True, help="Also score naturalness (NIQE, no reference)."
+    "--niqe/--no-niqe",
+    "with_niqe",
+    default=True,
+    show_default=True,
+    help="Also score naturalness (NIQE, no reference).",
 )
 @click.option(
     "--json", "as_json", is_flag=True, default=False, show_default=True, help="Print the report as JSON on stdout."
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "onnx", "torchscript"]),
+    type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
     help="Inference runtime; auto = whatever the model file is.",
 )
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=click.Choice(DEVICES),
     default="auto",
     show_default=True,
     help="Where the model runs; auto = CUDA when available.",
@@ -141,8 +146,8 @@ def eval_command(
     With --hr: PSNR and SSIM on the Y channel (BT.601) and PSNR on RGB, after a 4-pixel border crop, for the model
     and for bicubic side by side, NIQE of model, bicubic and HR, the grid score (a sub-pixel checkerboard: natural
     images score about 0.1) and the model's colour bias (mean output minus HR per channel, in 8-bit levels).
-    Without --hr: NIQE, a no-reference naturalness score (lower is more natural), and the grid score. LR and HR images pair up by file
-    name. The table goes to stderr; --json prints the report on stdout.
+    Without --hr: NIQE, a no-reference naturalness score (lower is more natural), and the grid score. LR and HR
+    images pair up by file name. The table goes to stderr; --json prints the report on stdout.
     """
     from realsr_cli.quality.evaluate import evaluate
 
@@ -155,7 +160,7 @@ def eval_command(
             hr_dir,
             scale=upscaler.native_scale,
             with_niqe=with_niqe,
-            progress=_progress("evaluating", quiet),
+            progress=tracker("evaluating", quiet),
         )
         model_file = upscaler.model_path
     if as_json:
@@ -168,36 +173,6 @@ def eval_command(
 def _open_upscaler(model_path: Path | None, *, backend: str, device: str, tile: int):
     """The model as an `Upscaler` (a context manager with `.upscale((h, w, 3) uint8) -> (h*s, w*s, 3) uint8`,
     `.native_scale` and `.model_path`) at its native scale."""
-    from rich.markup import escape
-
     from realsr_cli.inference.upscaler import Upscaler
 
-    return Upscaler(
-        model=model_path,
-        backend=backend,
-        device=device,
-        tile=tile,
-        notice=lambda message: console.print(f"[yellow]note:[/] {escape(message)}"),
-    )
-
-
-def _progress(description: str, quiet: bool):
-    """A rich progress wrapper for an iterable, or `iter` when quiet or not on a terminal."""
-    if quiet or not console.is_terminal:
-        return iter
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    def wrap(items):
-        items = list(items)
-        with Progress(
-            TextColumn(description),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            yield from progress.track(items, total=len(items))
-
-    return wrap
+    return Upscaler(model=model_path, backend=backend, device=device, tile=tile, notice=notice)

@@ -10,38 +10,45 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from realsr_cli.cli import console
-from realsr_cli.config import ExportConfig
+from realsr_cli.cli._console import console, warning
+from realsr_cli.config import MODEL_FORMATS, ExportConfig
 
 if TYPE_CHECKING:
     from realsr_cli.training.export import ExportReport
 
-FORMAT_CHOICES = ("onnx", "torchscript")
-
 
 def _parse_formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    unknown = [f for f in formats if f not in FORMAT_CHOICES]
+    unknown = [f for f in formats if f not in MODEL_FORMATS]
     if unknown or not formats:
-        raise click.BadParameter(f"{value!r}: choose one or more of {', '.join(FORMAT_CHOICES)}, comma-separated")
+        raise click.BadParameter(f"{value!r}: choose one or more of {', '.join(MODEL_FORMATS)}, comma-separated")
     return formats
 
 
-@click.command()
+@click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option(
-    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the exported files (created if missing)."
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the exported files (created if missing).",
 )
 @click.option(
     "--format",
     "formats",
-    default=",".join(FORMAT_CHOICES),
+    default=",".join(MODEL_FORMATS),
     show_default=True,
     callback=_parse_formats,
-    help="Comma-separated formats to write: onnx, torchscript.",
+    help=f"Comma-separated formats to write: {', '.join(MODEL_FORMATS)}.",
 )
-@click.option("--half", is_flag=True, help="Also write an fp16 ONNX variant for GPUs (<name>.fp16.onnx, fp32 inputs and outputs).")
-@click.option("--name", "stem", default=None, help="File name stem of the exported files. Default: the checkpoint's stem.")
+@click.option(
+    "--half", is_flag=True, help="Also write an fp16 ONNX variant for GPUs (<name>.fp16.onnx, fp32 inputs and outputs)."
+)
+@click.option(
+    "--name", "stem", default=None, help="File name stem of the exported files. Default: the checkpoint's stem."
+)
 def export(checkpoint: str, out_dir: str, formats: tuple[str, ...], half: bool, stem: str | None) -> None:
     """Export CHECKPOINT's upscaling network to ONNX (<name>.onnx) and TorchScript (<name>.ts).
 
@@ -55,8 +62,8 @@ def export(checkpoint: str, out_dir: str, formats: tuple[str, ...], half: bool, 
     console.print(_report_table(report))
     if half and "onnx_fp16" not in report.paths:
         worst = max(report.max_errors["onnx_fp16"].values())
-        console.print(
-            f"[yellow]warning:[/] fp16 variant not written: its max error {worst:.1e} exceeds {cfg.half_tolerance:g}; "
+        warning(
+            f"fp16 variant not written: its max error {worst:.1e} exceeds {cfg.half_tolerance:g}; "
             "the files say supports_half false"
         )
 

@@ -10,8 +10,8 @@ from click.core import ParameterSource
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from realsr_cli.cli import console
-from realsr_cli.config import TRAIN_PATH_KEYS, TrainConfig, load_train_toml, merge_config, with_value
+from realsr_cli.cli._console import console, warning
+from realsr_cli.config import AMP_CHOICES, TRAIN_PATH_KEYS, TrainConfig, load_train_toml, merge_config, with_value
 from realsr_cli.errors import ConfigError
 
 _DEFAULT = TrainConfig()
@@ -46,31 +46,155 @@ _dir = click.Path(file_okay=False, path_type=Path)
 
 
 @click.command("train")
-@click.option("--source-hr", type=_dir, show_default=True, help="Folder of clean HR photos (source domain; subfolders included).")
-@click.option("--target-lr", type=_dir, show_default=True, help="Folder of your real LR photos (target domain, unpaired); required unless --baseline.")
-@click.option("--val-lr", type=_dir, show_default=True, help="Validation LR images (real degradation), paired with --val-hr by file name.")
+@click.option(
+    "--source-hr", type=_dir, show_default=True, help="Folder of clean HR photos (source domain; subfolders included)."
+)
+@click.option(
+    "--target-lr",
+    type=_dir,
+    show_default=True,
+    help="Folder of your real LR photos (target domain, unpaired); required unless --baseline.",
+)
+@click.option(
+    "--val-lr",
+    type=_dir,
+    show_default=True,
+    help="Validation LR images (real degradation), paired with --val-hr by file name.",
+)
 @click.option("--val-hr", type=_dir, show_default=True, help="Validation HR ground truth, same file names as --val-lr.")
-@click.option("--out", type=_dir, show_default=True, help="Run folder: model.pth (the result: generators of best.pth), last.pth, step_*.pth, best.pth, log.jsonl, loss.png, config.json.")
+@click.option(
+    "--out",
+    type=_dir,
+    show_default=True,
+    help="Run folder: model.pth (the result: generators of best.pth), last.pth, step_*.pth, best.pth, log.jsonl, "
+    "loss.png, config.json.",
+)
 @click.option("--arch", default=_DEFAULT.arch, show_default=True, help="Architecture preset: compact or paper.")
-@click.option("--iters", type=click.IntRange(min=1), default=_DEFAULT.iters, show_default=True, help="Total training steps (a resumed run continues up to this).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), show_default=True, help="Run TOML file; options given here override it.")
-@click.option("--resume", is_flag=True, default=False, show_default=True, help="Continue the run in --out from its last.pth, bit-exactly.")
-@click.option("--baseline", is_flag=True, default=False, show_default=True, help="Train E + G_SR with L_rec's pixel L1 alone on bicubic pairs (no target data).")
-@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path), show_default=True, help="Warm start the generators from this checkpoint (e.g. a baseline run).")
-@click.option("--patch", type=click.IntRange(min=8), default=_DEFAULT.lr_patch, show_default=True, help="LR crop edge in pixels (the HR crop is 4x).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULT.batch_size, show_default=True, help="Crops per step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_DEFAULT.optim.lr, show_default=True, help="Adam learning rate of the generators.")
-@click.option("--alpha", type=click.FloatRange(min=0), default=_DEFAULT.weights.alpha, show_default=True, help="Weight of the VGG19 perceptual term L_fea; 0 = no VGG (offline).")
-@click.option("--beta", type=click.FloatRange(min=0), default=_DEFAULT.weights.beta, show_default=True, help="Weight of the adversarial term against D_HR; 0 = no D_HR.")
-@click.option("--seed", type=click.IntRange(min=0), default=_DEFAULT.seed, show_default=True, help="Seed of the initial weights and of every crop.")
-@click.option("--device", default=_DEFAULT.device, show_default=True, help="Auto (CUDA when available), cpu, cuda or cuda:N.")
-@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default=_DEFAULT.amp, show_default=True, help="Mixed precision; auto = bf16/fp16 on CUDA, fp32 on CPU.")
-@click.option("--threads", type=click.IntRange(min=0), default=_DEFAULT.threads, show_default=True, help="CPU threads for torch; 0 = one per core.")
-@click.option("--workers", type=click.IntRange(min=0), default=_DEFAULT.workers, show_default=True, help="Threads decoding the images at start-up; 0 = one per core.")
-@click.option("--log-every", type=click.IntRange(min=1), default=_DEFAULT.log_every, show_default=True, help="Steps between progress lines when not on a terminal.")
-@click.option("--val-every", type=click.IntRange(min=0), default=_DEFAULT.val_every, show_default=True, help="Steps between validations; 0 = at the end only.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=_DEFAULT.checkpoint_every, show_default=True, help="Steps between checkpoints.")
-@click.option("--quiet", "-q", is_flag=True, default=False, show_default=True, help="No progress output, only warnings and errors.")
+@click.option(
+    "--iters",
+    type=click.IntRange(min=1),
+    default=_DEFAULT.iters,
+    show_default=True,
+    help="Total training steps (a resumed run continues up to this).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    show_default=True,
+    help="Run TOML file; options given here override it.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Continue the run in --out from its last.pth, bit-exactly.",
+)
+@click.option(
+    "--baseline",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="Train E + G_SR with L_rec's pixel L1 alone on bicubic pairs (no target data).",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False, path_type=Path),
+    show_default=True,
+    help="Warm start the generators from this checkpoint (e.g. a baseline run).",
+)
+@click.option(
+    "--patch",
+    type=click.IntRange(min=8),
+    default=_DEFAULT.lr_patch,
+    show_default=True,
+    help="LR crop edge in pixels (the HR crop is 4x).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=_DEFAULT.batch_size, show_default=True, help="Crops per step."
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULT.optim.lr,
+    show_default=True,
+    help="Adam learning rate of the generators.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0),
+    default=_DEFAULT.weights.alpha,
+    show_default=True,
+    help="Weight of the VGG19 perceptual term L_fea; 0 = no VGG (offline).",
+)
+@click.option(
+    "--beta",
+    type=click.FloatRange(min=0),
+    default=_DEFAULT.weights.beta,
+    show_default=True,
+    help="Weight of the adversarial term against D_HR; 0 = no D_HR.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=_DEFAULT.seed,
+    show_default=True,
+    help="Seed of the initial weights and of every crop.",
+)
+@click.option(
+    "--device", default=_DEFAULT.device, show_default=True, help="Auto (CUDA when available), cpu, cuda or cuda:N."
+)
+@click.option(
+    "--amp",
+    type=click.Choice(AMP_CHOICES),
+    default=_DEFAULT.amp,
+    show_default=True,
+    help="Mixed precision; auto = bf16/fp16 on CUDA, fp32 on CPU.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=_DEFAULT.threads,
+    show_default=True,
+    help="CPU threads for torch; 0 = one per core.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=_DEFAULT.workers,
+    show_default=True,
+    help="Threads decoding the images at start-up; 0 = one per core.",
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(min=1),
+    default=_DEFAULT.log_every,
+    show_default=True,
+    help="Steps between progress lines when not on a terminal.",
+)
+@click.option(
+    "--val-every",
+    type=click.IntRange(min=0),
+    default=_DEFAULT.val_every,
+    show_default=True,
+    help="Steps between validations; 0 = at the end only.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=_DEFAULT.checkpoint_every,
+    show_default=True,
+    help="Steps between checkpoints.",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="No progress output, only warnings and errors.",
+)
 @click.pass_context
 def train(ctx: click.Context, config_file: Path | None, resume: bool, quiet: bool, **options) -> None:
     """Train the method's networks on unpaired data: clean HR photos (--source-hr) and real LR photos (--target-lr).
@@ -89,9 +213,13 @@ def train(ctx: click.Context, config_file: Path | None, resume: bool, quiet: boo
     click.echo(str(last))
 
 
-def build_config(ctx: click.Context, config_file: Path | None, resume: bool, options: dict, resume_config) -> TrainConfig:
+def build_config(
+    ctx: click.Context, config_file: Path | None, resume: bool, options: dict, resume_config
+) -> TrainConfig:
     """Defaults, then the resumed run's own config, then the TOML file, then the options given on the command line."""
-    given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    given = {
+        name: value for name, value in options.items() if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
     for name, value in given.items():
         if OPTION_KEYS[name] in TRAIN_PATH_KEYS and value is not None:
             given[name] = str(Path(value).resolve())
@@ -124,7 +252,7 @@ class ConsoleReporter:
     def __call__(self, event) -> None:
         kind, v = event.kind, event.values
         if kind == "warning":
-            console.print(f"[yellow]warning:[/] {escape(event.message)}")
+            warning(event.message)
         elif self.mode == "quiet":
             return
         elif kind == "info":

@@ -27,6 +27,7 @@ import numpy as np
 
 from realsr_cli.config import TileConfig
 from realsr_cli.errors import ModelError
+from realsr_cli.photo.pixels import quantize
 from realsr_cli.spec import ModelSpec
 
 # input pixels of raised-cosine cross-fade after the receptive-field margin (x scale output pixels). Both tiles
@@ -52,15 +53,6 @@ def padded_size(size: int, multiple: int, fixed: int | None = None) -> int:
     return _round_up(size, multiple)
 
 
-def get_padding(height: int, width: int, spec: ModelSpec) -> tuple[int, int]:
-    """(bottom, right) padding the model needs for a whole (height, width) image; top and left are never padded."""
-    fh, fw = spec.fixed_size or (None, None)
-    return (
-        padded_size(height, spec.size_multiple, fh) - height,
-        padded_size(width, spec.size_multiple, fw) - width,
-    )
-
-
 def pad_indices(size: int, padded: int) -> np.ndarray:
     """Source index for each of `padded` positions along an axis of `size` pixels, padded at the end.
 
@@ -71,14 +63,6 @@ def pad_indices(size: int, padded: int) -> np.ndarray:
     over = idx >= size
     idx[over] = np.maximum(2 * (size - 1) - idx[over], 0)
     return idx
-
-
-def pad_image(image: np.ndarray, pad_bottom: int, pad_right: int) -> np.ndarray:
-    """(H, W, ...) -> (H + pad_bottom, W + pad_right, ...) with `pad_indices` padding (for whole-image callers)."""
-    h, w = image.shape[:2]
-    if not pad_bottom and not pad_right:
-        return image
-    return image[pad_indices(h, h + pad_bottom)][:, pad_indices(w, w + pad_right)]
 
 
 @dataclass(frozen=True)
@@ -328,12 +312,9 @@ class _Blender:
         self.channels = out.shape[2]
         self.row = -1
         self.carry = np.zeros((0, self.width, self.channels), np.float32)  # rows [a_i, a_i + len)
-        if out.dtype.kind in "ui":
-            self.maxval = float(np.iinfo(out.dtype).max)
-        elif out.dtype.kind == "f":
-            self.maxval = None
-        else:
+        if out.dtype.kind not in "uif":
             raise ValueError(f"unsupported output dtype {out.dtype}")
+        self.integer = out.dtype.kind in "ui"  # quantized; float outputs are clipped to [0, 1]
 
     def _begin_row(self, i: int) -> None:
         a = self.ys[i]
@@ -380,11 +361,11 @@ class _Blender:
         if h <= 0 or w <= 0:  # entirely in the bottom/right padding
             return
         block = block[:h, :w]
-        top = 1.0 if self.maxval is None else self.maxval
-        if self.maxval is not None:
-            block *= self.maxval
-            np.rint(block, out=block)  # as imageio.quantize rounds
+        target = self.out[y : y + h, x : x + w]
+        if self.integer:
+            quantize(block, target.dtype, out=target, in_place=True)  # the block is scratch: no copy of its size
+            return
         # fmax/fmin rather than clip: they also map NaN (a diverged fp16 tile) to a valid value
         np.fmax(block, 0.0, out=block)
-        np.fmin(block, top, out=block)
-        np.copyto(self.out[y : y + h, x : x + w], block, casting="unsafe")
+        np.fmin(block, 1.0, out=block)
+        np.copyto(target, block)

@@ -14,8 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from realsr_cli.config import CompareConfig
 from realsr_cli.errors import InputError
-from realsr_cli.quality.evaluate import bicubic_upscale, list_pairs
-from realsr_cli.photo.imageio import read_rgb8
+from realsr_cli.quality.datasets import bicubic_upscale, list_pairs, read_rgb8
 
 Upscale = Callable[[np.ndarray], np.ndarray]  # (h, w, 3) uint8 -> (h*s, w*s, 3) uint8
 
@@ -51,7 +50,9 @@ def _upscale_crop(upscale: Upscale, lr: np.ndarray, y: int, x: int, crop: int, s
     y1, x1 = min(y + crop + CONTEXT, lr.shape[0]), min(x + crop + CONTEXT, lr.shape[1])
     sr = upscale(np.ascontiguousarray(lr[y0:y1, x0:x1]))
     if sr.shape[:2] != ((y1 - y0) * scale, (x1 - x0) * scale):
-        raise InputError(f"an upscaler returned {sr.shape[1]}x{sr.shape[0]} for a {x1 - x0}x{y1 - y0} input at x{scale}")
+        raise InputError(
+            f"an upscaler returned {sr.shape[1]}x{sr.shape[0]} for a {x1 - x0}x{y1 - y0} input at x{scale}"
+        )
     top, left = (y - y0) * scale, (x - x0) * scale
     return sr[top : top + crop * scale, left : left + crop * scale]
 
@@ -94,7 +95,9 @@ def compare(
         cells += [_upscale_crop(fn, lr, y, x, crop, s) for _, fn in models]
         if hr is not None:
             if hr.shape[:2] != bicubic.shape[:2]:
-                raise InputError(f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, not {s} x its LR ({lr.shape[1]}x{lr.shape[0]})")
+                raise InputError(
+                    f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, not {s} x its LR ({lr.shape[1]}x{lr.shape[0]})"
+                )
             cells.append(hr[y * s : (y + crop) * s, x * s : (x + crop) * s])
         rows.append(cells)
     return _grid(rows, labels, cfg.zoom)

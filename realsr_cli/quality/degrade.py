@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from realsr_cli.config import DegradationConfig
-from realsr_cli.photo.imageio import list_images, read_rgb8, write_image
+from realsr_cli.photo.write import write_image
+from realsr_cli.quality.datasets import list_images, read_rgb8
 
 # PIL resampling filters a camera pipeline or a web resize may have used; drawn uniformly
 _RESAMPLERS = (Image.BICUBIC, Image.BILINEAR, Image.BOX, Image.LANCZOS)

@@ -1,6 +1,6 @@
 """The `realsr eval` job: upscale every LR image of a folder with a model and with bicubic, score both against the HR
-partners (PSNR-Y, SSIM-Y, PSNR-RGB) and on naturalness (NIQE), per image and on average. Reusable by training's
-validation and a later `compare` command: the model comes in as a plain `upscale` callable.
+partners (PSNR-Y, SSIM-Y, PSNR-RGB) and on naturalness (NIQE), per image and on average. The model comes in as a
+plain `upscale` callable, so anything that upscales an array can be scored.
 
 No torch here.
 """
@@ -11,18 +11,16 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from realsr_cli.errors import InputError
-from realsr_cli.photo.imageio import list_images, read_rgb8
+from realsr_cli.quality.datasets import bicubic_upscale, list_pairs, read_rgb8
 from realsr_cli.quality.metrics import colour_bias, grid_score, psnr, ssim
 from realsr_cli.quality.niqe import niqe
 
-__all__ = ["Scores", "ImageResult", "EvalReport", "evaluate", "evaluate_images", "bicubic_upscale", "list_pairs"]
+__all__ = ["Scores", "ImageResult", "EvalReport", "evaluate", "evaluate_images"]
 
 T = TypeVar("T")
 BORDER = 4  # pixels cropped from each side before PSNR/SSIM: the usual x4 SR protocol
@@ -99,31 +97,6 @@ def _clean(d: dict[str, float | None]) -> dict[str, float | None]:
     return {k: (v if v is not None and math.isfinite(v) else None) for k, v in d.items()}
 
 
-def bicubic_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
-    """(h, w, 3) uint8 -> (h*scale, w*scale, 3) uint8 with PIL's bicubic: the baseline the reference figures use."""
-    img = Image.fromarray(np.ascontiguousarray(lr))
-    return np.asarray(img.resize((lr.shape[1] * scale, lr.shape[0] * scale), Image.BICUBIC), dtype=np.uint8)
-
-
-def list_pairs(
-    lr_dir: str | os.PathLike, hr_dir: str | os.PathLike | None = None
-) -> list[tuple[str, Path, Path | None]]:
-    """(name, LR path, HR path or None) for every LR image, matched to the HR of the same relative name.
-
-    Raises InputError naming the file when an image on either side has no partner, or a folder is missing or empty.
-    """
-    lr_dir = Path(lr_dir)
-    lr_paths = list_images(lr_dir, "LR")
-    if hr_dir is None:
-        return [(name, path, None) for name, path in lr_paths.items()]
-    hr_dir = Path(hr_dir)
-    hr_paths = list_images(hr_dir, "HR")
-    for name in sorted(set(lr_paths) ^ set(hr_paths)):
-        have, lack = (lr_paths[name], hr_dir) if name in lr_paths else (hr_paths[name], lr_dir)
-        raise InputError(f"{have} has no partner of the same name in {lack}")
-    return [(name, path, hr_paths[name]) for name, path in lr_paths.items()]
-
-
 def _niqe_or_none(img: np.ndarray) -> float | None:
     """NIQE, or None where it is undefined (an image under two 96x96 blocks, or a flat one)."""
     try:
@@ -197,8 +170,9 @@ def evaluate(
     """Score a model against bicubic on a folder of LR images, with HR partners of the same names or without.
 
     With `hr_dir`: PSNR-Y, SSIM-Y, PSNR-RGB and the colour bias (4-pixel border crop), NIQE and the grid score of
-    model and bicubic, and the HR's NIQE; without: NIQE and the grid score. Images are read one at a time. Raises InputError for a missing or empty folder, an image without
-    its partner, an unreadable file, or a model output whose size differs from the HR's (each naming the file).
+    model and bicubic, and the HR's NIQE; without: NIQE and the grid score. Images are read one at a time. Raises
+    InputError for a missing or empty folder, an image without its partner, an unreadable file, or a model output
+    whose size differs from the HR's (each naming the file).
     """
     pairs = list_pairs(lr_dir, hr_dir)
 

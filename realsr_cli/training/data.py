@@ -1,5 +1,5 @@
-"""Training data for the method: source HR photos with their bicubic x4 LR (paired, x_s and y_s), target LR photos
-(x_t, unpaired), and validation LR/HR pairs.
+"""Training data for the method: source HR photos with their bicubic x4 LR (paired, x_s and y_s) and target LR
+photos (x_t, unpaired). Validation pairs come from `realsr_cli.quality.datasets.load_val_pairs`.
 
 Every image is decoded once and kept in memory as uint8, and each source photo is downscaled once, whole, with
 PIL's bicubic (the same resampling as the bicubic baseline `realsr eval` reports), so a step's batch is only
@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from realsr_cli.config import DegradationConfig
 from realsr_cli.quality.degrade import degrade
 from realsr_cli.errors import InputError
-from realsr_cli.quality.evaluate import list_pairs
-from realsr_cli.photo.imageio import list_images, read_rgb8
+from realsr_cli.quality.datasets import bicubic_downscale, list_images, read_rgb8
 from realsr_cli.host import cpu_count
 
 
@@ -35,14 +33,6 @@ def read_all(paths: list[Path], workers: int = 0) -> list[np.ndarray]:
         return [read_rgb8(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(read_rgb8, paths))
-
-
-def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H // scale, W // scale, 3) uint8, PIL's antialiased bicubic of the top-left
-    (H // scale * scale, W // scale * scale) region: exactly how x4 bicubic LR test sets are made."""
-    h, w = hr.shape[0] // scale, hr.shape[1] // scale
-    img = Image.fromarray(np.ascontiguousarray(hr[: h * scale, : w * scale]))
-    return np.asarray(img.resize((w, h), Image.BICUBIC), dtype=np.uint8)
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
@@ -174,21 +164,3 @@ def _load_usable(folder, what: str, min_size: int, workers: int, warn) -> tuple[
             "(use a smaller lr_patch / --patch)"
         )
     return usable, used
-
-
-def load_val_pairs(lr_dir: str | os.PathLike, hr_dir: str | os.PathLike, scale: int = 4) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Validation pairs (name, LR (h, w, 3) uint8, HR (h*s, w*s, 3) uint8), matched by file name.
-
-    An HR larger than scale x its LR is cropped to it (top-left, the usual "modcrop"). Raises InputError naming
-    the file when a partner is missing or an HR is smaller than scale x its LR.
-    """
-    pairs = []
-    for name, lr_path, hr_path in list_pairs(lr_dir, hr_dir):
-        lr, hr = read_rgb8(lr_path), read_rgb8(hr_path)
-        h, w = lr.shape[0] * scale, lr.shape[1] * scale
-        if hr.shape[0] < h or hr.shape[1] < w:
-            raise InputError(
-                f"validation HR {hr_path} is {hr.shape[1]}x{hr.shape[0]}, smaller than {scale} x its LR ({w}x{h})"
-            )
-        pairs.append((name, lr, np.ascontiguousarray(hr[:h, :w])))
-    return pairs

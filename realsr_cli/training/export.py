@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -23,12 +22,13 @@ import torch
 from torch import nn
 
 from realsr_cli import __version__
-from realsr_cli.config import ExportConfig
+from realsr_cli._files import atomic_write
+from realsr_cli.config import MODEL_FORMATS, ExportConfig
 from realsr_cli.errors import ConfigError, InputError, ModelError
-from realsr_cli.training.nets import SRNet, count_parameters, load_checkpoint
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
+from realsr_cli.training.checkpoint import load_checkpoint
+from realsr_cli.training.nets import SRNet, count_parameters
 
-FORMATS = ("onnx", "torchscript")
 VERSION_KEY = "realsr_version"
 """ONNX metadata key and TorchScript extra file holding the realsr version that wrote the model."""
 
@@ -88,9 +88,9 @@ def export_model(
     without onnx, a stem with folders in it), or ModelError (a file differs from eager by more than cfg.tolerance at some check size; nothing is then written).
     """
     start = time.perf_counter()
-    unknown = sorted(set(cfg.formats) - set(FORMATS))
+    unknown = sorted(set(cfg.formats) - set(MODEL_FORMATS))
     if unknown or not cfg.formats:
-        raise ConfigError(f"unknown export format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown export format {', '.join(unknown) or '(none)'}; choose from {', '.join(MODEL_FORMATS)}")
     if cfg.half and "onnx" not in cfg.formats:
         raise ConfigError("--half writes an fp16 ONNX variant: include onnx in the formats")
     if stem is not None and (not stem or stem.startswith(".") or Path(stem).name != stem):
@@ -107,9 +107,13 @@ def export_model(
     def errors(run) -> dict[tuple[int, int], float]:
         return {size: float(np.abs(run(x) - expected[size]).max()) for size, x in checks}
 
-    temps: dict[str, Path] = {}
     max_errors: dict[str, dict[tuple[int, int], float]] = {}
-    try:
+    written: dict[str, Path] = {}  # kind -> temporary file, renamed to its final name when all of them pass
+    with contextlib.ExitStack() as temps:
+
+        def temp(kind: str) -> Path:
+            return temps.enter_context(atomic_write(out_dir / f"{stem}{_SUFFIXES[kind]}"))
+
         with _quiet_export():
             onnx_model = _to_onnx(graph, cfg.opset)
             # the fp16 check always runs: it decides supports_half in every file, --half or not
@@ -119,37 +123,21 @@ def export_model(
             spec = replace(ckpt.spec, supports_half=half_ok, precision="fp32")
 
             if "onnx" in cfg.formats:
-                temps["onnx"] = _write_onnx(onnx_model, spec, out_dir, stem)
-                max_errors["onnx"] = errors(_onnx_runner(str(temps["onnx"])))
+                written["onnx"] = _write_onnx(onnx_model, spec, temp("onnx"))
+                max_errors["onnx"] = errors(_onnx_runner(str(written["onnx"])))
                 if cfg.half and half_ok:
-                    temps["onnx_fp16"] = _write_onnx(half_model, replace(spec, precision="fp16"), out_dir, stem)
+                    written["onnx_fp16"] = _write_onnx(half_model, replace(spec, precision="fp16"), temp("onnx_fp16"))
             if "torchscript" in cfg.formats:
-                temps["torchscript"] = _write_torchscript(graph, spec, out_dir, stem)
-                module = torch.jit.load(str(temps["torchscript"]), map_location="cpu")
+                written["torchscript"] = _write_torchscript(graph, spec, temp("torchscript"))
+                module = torch.jit.load(str(written["torchscript"]), map_location="cpu")
                 max_errors["torchscript"] = errors(lambda x: _run_torch(module, x))
-
-        failures = [
-            f"{kind} {h}x{w}: {err:.2e}"
-            for kind, by_size in max_errors.items()
-            if kind != "onnx_fp16"
-            for (h, w), err in by_size.items()
-            if not err <= cfg.tolerance  # also catches NaN
-        ]
-        if failures:
-            raise ModelError(
-                f"{ckpt.path}: export differs from eager PyTorch by more than {cfg.tolerance:g} "
-                f"({'; '.join(failures)}); nothing written"
-            )
-        paths = {}
-        for kind, tmp in temps.items():
-            paths[kind] = out_dir / f"{stem}{_SUFFIXES[kind]}"
-            try:
-                os.replace(tmp, paths[kind])
-            except OSError as err:
-                raise InputError(f"{paths[kind]}: cannot write the exported file ({err.strerror})") from err
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+        _check_parity(ckpt.path, max_errors, cfg.tolerance)  # on failure, leaving `temps` removes every file
+        renames = temps.pop_all()
+    try:
+        renames.close()  # atomic_write renames each file into place
+    except OSError as err:
+        raise InputError(f"{err.filename2}: cannot write the exported file ({err.strerror})") from err
+    paths = {kind: out_dir / f"{stem}{_SUFFIXES[kind]}" for kind in written}
     return ExportReport(
         paths=paths,
         max_errors=max_errors,
@@ -157,6 +145,22 @@ def export_model(
         parameters=count_parameters(graph),
         seconds=time.perf_counter() - start,
     )
+
+
+def _check_parity(checkpoint: Path, max_errors: dict[str, dict[tuple[int, int], float]], tolerance: float) -> None:
+    """ModelError listing every written file and check size whose error against eager exceeds `tolerance`."""
+    failures = [
+        f"{kind} {h}x{w}: {err:.2e}"
+        for kind, by_size in max_errors.items()
+        if kind != "onnx_fp16"
+        for (h, w), err in by_size.items()
+        if not err <= tolerance  # also catches NaN
+    ]
+    if failures:
+        raise ModelError(
+            f"{checkpoint}: export differs from eager PyTorch by more than {tolerance:g} "
+            f"({'; '.join(failures)}); nothing written"
+        )
 
 
 def _writable_dir(path: Path) -> Path:
@@ -225,10 +229,9 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return half
 
 
-def _write_onnx(model: onnx.ModelProto, spec: ModelSpec, out_dir: Path, stem: str) -> Path:
+def _write_onnx(model: onnx.ModelProto, spec: ModelSpec, tmp: Path) -> Path:
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's proto stays unchanged
     onnx.helper.set_model_props(model, {**spec.to_metadata(), VERSION_KEY: __version__})
-    tmp = _temp_path(out_dir, stem)
     with _writing(tmp):
         # one self-contained file: weights inline, never a separate .onnx.data
         onnx.save_model(model, tmp, save_as_external_data=False)
@@ -236,21 +239,14 @@ def _write_onnx(model: onnx.ModelProto, spec: ModelSpec, out_dir: Path, stem: st
     return tmp
 
 
-def _write_torchscript(graph: ClampedSRNet, spec: ModelSpec, out_dir: Path, stem: str) -> Path:
+def _write_torchscript(graph: ClampedSRNet, spec: ModelSpec, tmp: Path) -> Path:
     with torch.no_grad():
         # check_trace would run the net twice more; the parity check against eager below is stricter
         traced = torch.jit.trace(graph, torch.rand(1, 3, *_TRACE_SIZE), check_trace=False)
-    tmp = _temp_path(out_dir, stem)
     extra = {TORCHSCRIPT_SPEC_FILE: json.dumps(spec.to_dict()), VERSION_KEY: __version__}
     with _writing(tmp):
         torch.jit.save(traced, str(tmp), _extra_files=extra)
     return tmp
-
-
-def _temp_path(out_dir: Path, stem: str) -> Path:
-    # a hidden name in the target folder, so the final rename is atomic; the writer creates the file with the
-    # user's umask (mkstemp would leave it readable by its owner only)
-    return out_dir / f".{stem}.{secrets.token_hex(6)}.tmp"
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""The method's networks, their architecture presets, and the self-describing checkpoint.
+"""The method's networks, their architecture presets, and the receptive-field probe (the checkpoint file that
+stores them is `checkpoint.py`).
 
 Paper names -> names here, used everywhere in realsr:
     E     -> encoder       (LR image -> degradation-free features, full LR resolution)
@@ -13,23 +14,16 @@ the `paper` preset follows the public re-implementation described in method.md, 
 
 from __future__ import annotations
 
-import copy
 import functools
-import os
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from realsr_cli._files import atomic_write, file_sha256, first_line
-from realsr_cli._strict import dataclass_from_dict
-from realsr_cli.errors import InputError, ModelError
-from realsr_cli.spec import ModelSpec
-
-CHECKPOINT_FORMAT = "realsr-checkpoint"
-CHECKPOINT_VERSION = 1
+from realsr_cli._strict import check_choices, dataclass_from_dict
+from realsr_cli.errors import ModelError
 
 GENERATOR_ROLES = ("encoder", "sr_decoder", "lr_decoder")
 DISCRIMINATOR_ROLES = ("feature_disc", "lr_disc", "hr_disc")
@@ -43,34 +37,28 @@ class ArchConfig:
     scale: int = 4
     in_channels: int = 3
     channels: int = 48  # feature width everywhere in the generators; a multiple of 16 suits AVX-512 kernels
-    encoder_block: str = "residual"  # "conv" (conv + LeakyReLU) or "residual" (conv-act-conv + skip)
+    encoder_block: Literal["conv", "residual"] = "residual"  # conv + LeakyReLU, or conv-act-conv + skip
     encoder_blocks: int = 3
-    body_block: str = "residual"  # decoders' block: "residual" or "rrdb" (ESRGAN's residual-in-residual dense block)
+    # the decoders' block; rrdb: ESRGAN's residual-in-residual dense block
+    body_block: Literal["residual", "rrdb"] = "residual"
     sr_blocks: int = 4
     lr_blocks: int = 3
     growth: int = 32  # rrdb growth channels
-    upsample: str = "pixelshuffle"  # "pixelshuffle" (one x scale step) or "nearest" (ESRGAN: x2 nearest + conv, repeated)
+    # one x scale step, or ESRGAN's x2 nearest + conv, repeated
+    upsample: Literal["pixelshuffle", "nearest"] = "pixelshuffle"
     hr_channels: int = 16  # pixelshuffle only: channels after the shuffle, smoothed by one HR conv; 0 = shuffle straight to RGB
-    disc: str = "patch"  # "patch" (fully convolutional, LSGAN per patch) or "vgg" (strided VGG + BatchNorm + 2 linear)
+    # fully convolutional, LSGAN per patch; or strided VGG + BatchNorm + 2 linear
+    disc: Literal["patch", "vgg"] = "patch"
     # D_HR's kind; "" = `disc`. "unet": Real-ESRGAN's U-Net critic with spectral normalisation, one score per pixel,
     # so it judges fine texture and the global shape at once and cannot reward one sub-pixel phase over another
-    hr_disc_type: str = ""
+    hr_disc_type: Literal["", "patch", "vgg", "unet"] = ""
     disc_channels: int = 32
     # D_HR's base width; 0 = disc_channels. D_HR sees scale**2 times the pixels of D_t, so at full width it costs more
     # than all three generators together; at 16 its forward+backward is ~3x cheaper (compact, 192 px HR crops, CPU)
     hr_disc_channels: int = 0
 
     def __post_init__(self) -> None:
-        choices = {
-            "encoder_block": ("conv", "residual"),
-            "body_block": ("residual", "rrdb"),
-            "upsample": ("pixelshuffle", "nearest"),
-            "disc": ("patch", "vgg"),
-            "hr_disc_type": ("", "patch", "vgg", "unet"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ModelError(f"unknown {key} {getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+        check_choices(self, ModelError)
         if self.scale < 1:
             raise ModelError(f"scale must be a positive integer, got {self.scale}")
         if self.upsample == "nearest" and self.scale & (self.scale - 1):
@@ -390,31 +378,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def flops_per_input_pixel(net: nn.Module, in_channels: int = 3) -> float:
-    """Floating-point operations (2 per multiply-add) the network spends per input pixel, counted from its
-    convolutions and linear layers on a probe input (activations, additions and the shuffle are not counted:
-    they are a rounding error beside the convolutions)."""
-    macs = 0
-
-    def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(module, nn.Conv2d):
-            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            macs += output.numel() * per_output
-        elif isinstance(module, nn.Linear):
-            macs += output.numel() * module.in_features
-
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    size = 32
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, in_channels, size, size))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return 2.0 * macs / (size * size)
-
-
 @functools.lru_cache(maxsize=16)
 def measure_receptive_field(arch: ArchConfig) -> int:
     """Radius in input pixels of the region whose pixels can change one output pixel of `SRNet`, found by probing.
@@ -462,151 +425,3 @@ def _probe_axis(net: SRNet, thin: ArchConfig, axis: int) -> int:
         if radius < centre:  # the field fits inside the probe: measured, not clipped
             return radius
         size = 2 * size + 1
-
-
-def spec_for(arch: ArchConfig, source_sha256: str = "") -> ModelSpec:
-    return ModelSpec(
-        scale=arch.scale,
-        channels=arch.in_channels,
-        size_multiple=1,
-        receptive_field=measure_receptive_field(arch),
-        supports_half=True,
-        architecture=arch.name,
-        source_sha256=source_sha256,
-    )
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint: architecture, spec, per-role state dicts, and training state when present."""
-
-    arch: ArchConfig
-    spec: ModelSpec
-    states: dict[str, dict]  # role -> state dict
-    ema_states: dict[str, dict]  # generator role -> the moving average of its weights (training with ema > 0)
-    step: int
-    optimizers: dict
-    config: dict
-    provenance: dict
-    sha256: str
-    path: Path
-
-    @property
-    def final_states(self) -> dict[str, dict]:
-        """The weights to use: each generator's moving average where the run kept one, else its raw weights."""
-        return {**self.states, **self.ema_states}
-
-    def generator(self) -> SRNet:
-        """E + G_SR with this checkpoint's final weights (`final_states`), in eval mode."""
-        net = build_generator(self.arch)
-        _load_state(net.encoder, self.final_states, "encoder", self.path)
-        _load_state(net.sr_decoder, self.final_states, "sr_decoder", self.path)
-        return net.eval()
-
-    def networks(self) -> dict[str, nn.Module]:
-        """Every network the checkpoint holds weights for, loaded with its final weights; networks it lacks keep
-        their fresh initialisation."""
-        nets = build_networks(self.arch)
-        for role, net in nets.items():
-            if role in self.states:
-                _load_state(net, self.final_states, role, self.path)
-        return nets
-
-
-def _load_state(net: nn.Module, states: dict, role: str, path: Path) -> None:
-    if role not in states:
-        raise ModelError(f"{path}: checkpoint has no {role} weights")
-    try:
-        net.load_state_dict(states[role])
-    except RuntimeError as err:
-        raise ModelError(f"{path}: {role} weights do not fit the checkpoint's architecture: {first_line(err)}") from err
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    arch: ArchConfig,
-    networks: dict[str, nn.Module],
-    *,
-    step: int = 0,
-    optimizers: dict | None = None,
-    config: dict | None = None,
-    provenance: dict | None = None,
-    ema: dict[str, nn.Module] | None = None,
-) -> Path:
-    """Write a self-describing checkpoint atomically (temp file + rename), loadable with weights_only=True.
-
-    `networks` maps roles (GENERATOR_ROLES, DISCRIMINATOR_ROLES) to modules; `optimizers` maps names to optimizer
-    state dicts; `config` is the training config as plain data; `provenance` says where the weights came from;
-    `ema` maps generator roles to the moving averages of their weights.
-    """
-    ema = ema or {}
-    unknown = sorted(set(networks) - set(GENERATOR_ROLES) - set(DISCRIMINATOR_ROLES)) + sorted(set(ema) - set(GENERATOR_ROLES))
-    if unknown:
-        raise ModelError(f"unknown network roles: {', '.join(unknown)}")
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "arch": asdict(arch),
-        "spec": spec_for(arch).to_dict(),
-        "states": {role: _cpu_state(net) for role, net in networks.items()},
-        "ema_states": {role: _cpu_state(net) for role, net in ema.items()},
-        "step": int(step),
-        "optimizers": copy.deepcopy(optimizers or {}),
-        "config": config or {},
-        "provenance": provenance or {},
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def _cpu_state(net: nn.Module) -> dict:
-    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
-
-
-def release_checkpoint(source: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write the shippable form of a trained checkpoint: the generators it holds (E, G_SR and G_t when trained) with
-    their final weights (the moving average where the run kept one), its config and provenance, without optimizer,
-    discriminator or raw-weight state (a fraction of the size)."""
-    nets = source.networks()
-    generators = {role: nets[role] for role in GENERATOR_ROLES if role in source.states}
-    provenance = {**source.provenance, "released_from": {"path": str(source.path), "sha256": source.sha256}}
-    return save_checkpoint(path, source.arch, generators, step=source.step, config=source.config, provenance=provenance)
-
-
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Load a checkpoint as untrusted input (weights_only=True). Raises InputError or ModelError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the unpickler raises many types on garbage input (IndexError, UnpicklingError, ...)
-        text = str(err).strip()
-        if "Weights only load failed" in text:
-            reason = "it holds Python objects that a safe (weights-only) load refuses"
-        else:
-            reason = first_line(err)
-        raise InputError(f"{path}: not a readable realsr checkpoint ({reason})") from err
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a realsr checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
-    if data.get("version", 0) > CHECKPOINT_VERSION:
-        raise InputError(
-            f"{path}: checkpoint format version {data['version']} is newer than this realsr reads ({CHECKPOINT_VERSION})"
-        )
-    arch = ArchConfig.from_dict(data["arch"])
-    sha = file_sha256(path)
-    return Checkpoint(
-        arch=arch,
-        spec=replace(ModelSpec.from_dict(data["spec"]), source_sha256=sha),
-        states=data["states"],
-        ema_states=data.get("ema_states", {}),
-        step=int(data.get("step", 0)),
-        optimizers=data.get("optimizers", {}),
-        config=data.get("config", {}),
-        provenance=data.get("provenance", {}),
-        sha256=sha,
-        path=path,
-    )

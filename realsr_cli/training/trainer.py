@@ -1,19 +1,18 @@
 """`Trainer(cfg).fit()`: the method's alternating generator and discriminator steps (method.md), the learning-rate
 schedule, per-step logging, validation, checkpoints, warm start and bit-exact resume.
 
-The CLI owns the console: this module reports through a `reporter(TrainEvent)` callback and never prints.
+The run folder's layout and bookkeeping live in `run_folder`, the checkpoint file in `checkpoint`, the loss chart
+in `plot`. The CLI owns the console: this module reports through a `reporter(TrainEvent)` callback and never prints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
 import json
 import math
 import os
 import platform
-import shutil
 import signal
 import threading
 import time
@@ -22,21 +21,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from realsr_cli import __version__
-from realsr_cli.config import (
-    RESUME_MUTABLE_KEYS,
-    LossWeights,
-    TrainConfig,
-    config_differences,
-    dataclass_from_dict,
-)
-from realsr_cli.training.data import Batch, TrainingData, load_val_pairs
-from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
+from realsr_cli._strict import dataclass_from_dict
+from realsr_cli.config import LossWeights, TrainConfig, config_differences
+from realsr_cli.errors import ConfigError, InputError, ModelError
+from realsr_cli.host import cpu_count
+from realsr_cli.quality.datasets import load_val_pairs
+from realsr_cli.training.checkpoint import Checkpoint, load_checkpoint, release_checkpoint, save_checkpoint
+from realsr_cli.training.data import Batch, TrainingData
+from realsr_cli.training.device import amp_name, pick_amp, pick_device
 from realsr_cli.training.losses import (
     generator_objective,
     highpass,
@@ -59,18 +58,10 @@ from realsr_cli.training.nets import (
     ArchConfig,
     build_networks,
     count_parameters,
-    load_checkpoint,
     preset,
-    release_checkpoint,
-    save_checkpoint,
 )
-from realsr_cli.host import cpu_count
-
-LAST = "last.pth"
-BEST = "best.pth"
-MODEL = "model.pth"  # generators + config of best.pth (else last.pth), written when a run completes
-LOG = "log.jsonl"
-PLOT = "loss.png"
+from realsr_cli.training.plot import plot_losses
+from realsr_cli.training.run_folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -82,7 +73,7 @@ class TrainEvent:
     "done" (values: wall_time_s; message: the last checkpoint).
     """
 
-    kind: str
+    kind: Literal["start", "step", "val", "checkpoint", "info", "warning", "done"]
     step: int
     total: int
     values: dict[str, float] = field(default_factory=dict)
@@ -111,35 +102,6 @@ def build_arch(cfg: TrainConfig) -> ArchConfig:
     """The run's architecture: preset `cfg.arch` with `cfg.arch_overrides` replacing its fields (types checked)."""
     base = preset(cfg.arch)
     return dataclass_from_dict(ArchConfig, {**asdict(base), **cfg.arch_overrides}, "arch_overrides")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError(f"device {name!r} requested, but this torch build or machine has no CUDA (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported training device {name!r}; use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def pick_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the networks, or None for fp32. Losses always reduce in fp32."""
-    if amp == "off" or (amp == "auto" and device.type == "cpu"):
-        return None  # on CPU fp32 is the default: bf16 autocast is opt-in (see the module notes in losses/trainer)
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("amp = fp16 needs a CUDA device; on CPU use amp = bf16 or off")
-        return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        if amp == "bf16":
-            raise BackendError(f"{torch.cuda.get_device_name(device)} does not support bf16; use amp = fp16 or off")
-        return torch.float16
-    return torch.bfloat16
 
 
 @contextlib.contextmanager
@@ -196,7 +158,7 @@ class Trainer:
             raise ConfigError("feature matching (weights.fm) needs a patch or unet D_HR (arch hr_disc_type), not vgg")
         self.device = pick_device(cfg.device)
         self.amp_dtype = pick_amp(cfg.amp, self.device)
-        self.out = Path(cfg.out)
+        self.run = RunFolder(cfg.out)
         self.step = 0
         self.nets: dict[str, nn.Module] = {}
         self.ema: dict[str, nn.Module] = {}  # generator role -> moving average of its weights (cfg.ema > 0)
@@ -217,36 +179,45 @@ class Trainer:
         """Check the run folder, load VGG (alpha > 0), data and networks, and restore a resumed run. Idempotent."""
         if self._ready:
             return
-        cfg, w = self.cfg, self.weights
-        torch.set_num_threads(cfg.threads or cpu_count())
+        torch.set_num_threads(self.cfg.threads or cpu_count())
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop shapes: autotuned kernels pay off
-        last = self.out / LAST
-        resume_from = None
-        if cfg.resume:
-            if not last.is_file():
-                raise ConfigError(f"nothing to resume in {self.out}: no {LAST} there (start the run without --resume)")
-            resume_from = load_checkpoint(last)
-            self._check_resumable(resume_from)
-        elif last.exists():
-            raise ConfigError(f"{self.out} already holds a run ({LAST}); pass --resume to continue it, or choose another --out")
-        init_from = None
-        if cfg.init_from and resume_from is None:
-            init_from = load_checkpoint(cfg.init_from)
-            # only the generators are warm-started, so the discriminators' shape may differ
-            ignored = {"name", "disc", "disc_channels", "hr_disc_channels", "hr_disc_type"}
-            differing = [k for k in config_differences(asdict(init_from.arch), asdict(self.arch)) if k not in ignored]
-            if differing:
-                raise ModelError(
-                    f"{cfg.init_from}: its architecture differs from this run's in {', '.join(differing)}; "
-                    "warm start needs the same architecture (set arch / arch_overrides to match)"
-                )
+        resume_from, init_from = self._starting_point()
+        self._read_inputs(resume_from)
+        self._build_networks(resume_from, init_from)
+        self.run.write_config(self.cfg.to_dict())
+        self.run.trim_log(self.step)
+        self._ready = True
+
+    def _starting_point(self) -> tuple[Checkpoint | None, Checkpoint | None]:
+        """The checkpoint a resumed run continues from (its config checked against this one), or the one a new run
+        warm-starts its generators from (its architecture checked); at most one of the two."""
+        self.run.check_start(self.cfg.resume)
+        if self.cfg.resume:
+            resume_from = load_checkpoint(self.run.last)
+            self.run.check_resumable(resume_from.config, self.cfg)
+            return resume_from, None
+        if not self.cfg.init_from:
+            return None, None
+        init_from = load_checkpoint(self.cfg.init_from)
+        # only the generators are warm-started, so the discriminators' shape may differ
+        ignored = {"name", "disc", "disc_channels", "hr_disc_channels", "hr_disc_type"}
+        differing = [k for k in config_differences(asdict(init_from.arch), asdict(self.arch)) if k not in ignored]
+        if differing:
+            raise ModelError(
+                f"{self.cfg.init_from}: its architecture differs from this run's in {', '.join(differing)}; "
+                "warm start needs the same architecture (set arch / arch_overrides to match)"
+            )
+        return None, init_from
+
+    def _read_inputs(self, resume_from: Checkpoint | None) -> None:
+        """The frozen VGG (alpha > 0), the training data and the validation pairs."""
+        cfg, w = self.cfg, self.weights
         # VGG first: a missing weight file must stop the run before minutes of data loading
         if w.alpha and (w.rec or w.cyc):
             from realsr_cli.training.vgg import load_vgg19_features
 
             self.vgg = load_vgg19_features(alpha=w.alpha).to(self.device, memory_format=torch.channels_last)
-
         self.data = TrainingData.from_folders(
             cfg.source_hr,
             cfg.target_lr if cfg.needs_target else None,
@@ -264,9 +235,13 @@ class Trainer:
                        "the resumed run will not draw the crops an uninterrupted run would have")
         if cfg.val_lr and cfg.val_hr:
             self.val_pairs = load_val_pairs(cfg.val_lr, cfg.val_hr, self.arch.scale)
+
+    def _build_networks(self, resume_from: Checkpoint | None, init_from: Checkpoint | None) -> None:
+        """The active networks, their optimizers (and fp16 GradScalers) and moving averages, restored from
+        `resume_from` or with generators warm-started from `init_from`."""
+        cfg = self.cfg
         if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self._warn("this CPU has no native bf16 (AVX512-BF16 or AMX): amp = bf16 will be slower than fp32")
-
         # all six are built from the seed, then the unused dropped: every config draws the same initial weights
         torch.manual_seed(cfg.seed)
         nets = build_networks(self.arch)
@@ -277,7 +252,6 @@ class Trainer:
             self.optimizers[role] = torch.optim.Adam(net.parameters(), lr=lr, betas=cfg.optim.betas)
         if self.amp_dtype == torch.float16:
             self.scalers = {"generator": torch.amp.GradScaler("cuda"), "discriminator": torch.amp.GradScaler("cuda")}
-
         if resume_from is not None:
             self._restore(resume_from)
         elif init_from is not None:
@@ -287,27 +261,13 @@ class Trainer:
             for role, average in self.ema.items():
                 if resume_from is not None and role in resume_from.ema_states:
                     average.load_state_dict(resume_from.ema_states[role])
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self._prepare_log()
-        self._ready = True
 
     def _warn(self, message: str) -> None:
         self.report(TrainEvent("warning", self.step, self.cfg.iters, message=message))
 
-    def _check_resumable(self, ckpt) -> None:
-        # through TrainConfig, so keys added since the run started compare as their defaults
-        old = TrainConfig.from_dict(ckpt.config, f"{ckpt.path}: config").to_dict()
-        differing = [k for k in config_differences(old, self.cfg.to_dict()) if k.split(".")[0] not in RESUME_MUTABLE_KEYS]
-        if differing:
-            new = self.cfg.to_dict()
-            shown = "; ".join(f"{k}: {_dig(old, k)!r} in the run, {_dig(new, k)!r} now" for k in differing)
-            raise ConfigError(
-                f"cannot resume {ckpt.path} with a different config ({shown}); only "
-                f"{', '.join(sorted(RESUME_MUTABLE_KEYS - {'resume', 'out'}))} may change on resume"
-            )
-
-    def _restore(self, ckpt) -> None:
+    def _restore(self, ckpt: Checkpoint) -> None:
+        """Continue the run `ckpt` holds: weights and optimizer state of every active network, GradScalers, step,
+        training time, best validation score, and where the run was warm-started from."""
         for role, net in self.nets.items():
             if role not in ckpt.states:
                 raise ModelError(f"{ckpt.path}: no {role} weights to resume")
@@ -321,19 +281,14 @@ class Trainer:
         self.best_val = ckpt.provenance.get("best_val_psnr_y")
         self.init_info = ckpt.provenance.get("init_from")
 
-    def _warm_start(self, ckpt) -> None:
+    def _warm_start(self, ckpt: Checkpoint) -> None:
+        """Start the active generators from `ckpt`'s final weights; everything else starts fresh."""
         loaded = [role for role in GENERATOR_ROLES if role in self.nets and role in ckpt.states]
         for role in loaded:
             self.nets[role].load_state_dict(ckpt.final_states[role])
         self.init_info = {"path": str(ckpt.path), "sha256": ckpt.sha256, "step": ckpt.step, "roles": loaded}
         message = f"warm start: {', '.join(loaded)} from {ckpt.path} (step {ckpt.step})"
         self.report(TrainEvent("info", 0, self.cfg.iters, message=message))
-
-    def _prepare_log(self) -> None:
-        """Keep the log's records up to the restored step (a crash may have logged steps no checkpoint holds)."""
-        path = self.out / LOG
-        kept = [r for r in read_log(path) if r.get("step", math.inf) <= self.step] if self.step else []
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     # ---- one step ---------------------------------------------------------------------------------------------
 
@@ -347,105 +302,109 @@ class Trainer:
                 out[name] = t.contiguous(memory_format=torch.channels_last)  # (N, 3, H, W), NHWC memory
         return out
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
-
-    def _set_lr(self) -> float:
-        lr = self.cfg.optim.lr_at(self.step, self.cfg.optim.lr)
-        disc_lr = self.cfg.optim.lr_at(self.step, self.cfg.optim.disc_lr or self.cfg.optim.lr)
-        for role, opt in self.optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = lr if role in GENERATOR_ROLES else disc_lr
-        return lr
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """Generator step then discriminator step on one batch; advances `self.step`; returns the logged values."""
+        lr = self._set_lr()
+        x = self.inputs(batch)
+        g_terms, fakes = self.generator_step(x)
+        d_terms = self.discriminator_step(x, fakes)
+        names = list(g_terms) + list(d_terms)
+        values = torch.stack([t.float() for t in (*g_terms.values(), *d_terms.values())]).tolist()  # one sync
+        self.step += 1
+        record = {"step": self.step, **dict(zip(names, values)), "lr": lr}
+        # fp16: an overflowing step is expected now and then, and GradScaler skips it; otherwise stop before saving
+        if not self.scalers and not all(math.isfinite(v) for v in values):
+            bad = ", ".join(k for k, v in zip(names, values) if not math.isfinite(v))
+            raise ModelError(f"training diverged at step {self.step}: {bad} not finite (lower the learning rate)")
+        return record
 
     def generator_step(self, x: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """One update of E, G_SR (and G_t) on the full objective; discriminators are frozen (no grads, no BN stats).
 
         Returns the weighted terms' values (detached) and the detached fakes the discriminator step reuses.
         """
-        w, n = self.weights, self.nets
-        encoder, sr_decoder, lr_decoder = n["encoder"], n["sr_decoder"], n.get("lr_decoder")
-        feature_disc, lr_disc, hr_disc = n.get("feature_disc"), n.get("lr_disc"), n.get("hr_disc")
-        discs = [n[r] for r in DISCRIMINATOR_ROLES if r in n]
-        source_lr, source_hr, target_lr = x["source_lr"], x["source_hr"], x.get("target_lr")
+        discs = [self.nets[r] for r in DISCRIMINATOR_ROLES if r in self.nets]
         for d in discs:
             d.requires_grad_(False)  # input gradients only: no weight gradients computed for D at all
         try:
             with self._autocast(), frozen_bn_stats(discs):
-                source_feat = encoder(source_lr)  # (N, C, P, P): f_s, reused by L_rec, L_align, L_sty, L_idt, L_cyc
-                sr = sr_decoder(source_feat)  # (N, 3, P*s, P*s)
-                fea = None
-                if self.vgg is not None:
-                    with torch.no_grad():
-                        hr_features = self.vgg(source_hr)  # y_s's features, shared by L_rec and L_cyc
-
-                    def fea(img: Tensor) -> Tensor:
-                        return l_fea(self.vgg(img), hr_features)
-
-                critic = None
-                if hr_disc is not None:
-                    hr_disc_features = None
-                    if w.fm:
-                        with torch.no_grad():
-                            hr_disc_features = hr_disc.features(source_hr)[1]  # y_s's, shared by L_rec and L_cyc
-
-                    def critic(img: Tensor) -> tuple[Tensor, Tensor | None]:
-                        if not w.fm:
-                            return hr_disc(img), None
-                        scores, features = hr_disc.features(img)
-                        return scores, l_fm(features, hr_disc_features)
-
-                sr_terms = {"alpha": w.alpha, "beta": w.beta, "fm": w.fm, "fea": fea, "critic": critic}
-                terms = {"l_rec": l_rec(source_hr, sr, **sr_terms)}
-                target_feat = encoder(target_lr) if (w.align or w.res) else None  # (N, C, P, P): f_t
-                if w.align:
-                    terms["l_align"] = l_align_encoder(feature_disc(target_feat), feature_disc(source_feat))
-                if w.res:
-                    terms["l_res"] = l_res(target_lr, lr_decoder(target_feat))
-                cycle_sr = None
-                fake_target_lr = lr_decoder(source_feat) if (w.sty or w.idt or w.cyc) else None  # x_{s->t}
-                if w.sty:
-                    terms["l_sty"] = l_sty_generator(lr_disc(self._sty_view(fake_target_lr)))
-                if w.idt or w.cyc:
-                    cycle_feat = encoder(fake_target_lr)  # E(x_{s->t})
-                    if w.idt:
-                        terms["l_idt"] = l_idt(source_feat, cycle_feat)
-                    if w.cyc:
-                        # L_cyc: x_s -> x_{s->t} -> SR should recover y_s
-                        cycle_sr = sr_decoder(cycle_feat)
-                        terms["l_cyc"] = l_cyc(source_hr, cycle_sr, **sr_terms)
-                if w.grid:
-                    # every output G_SR makes, and the SR of the real target photos too: the grid shows most on
-                    # real inputs, whose SR no other term computes
-                    outputs = [sr] + ([cycle_sr] if cycle_sr is not None else [])
-                    if target_feat is not None:
-                        outputs.append(sr_decoder(target_feat))
-                    terms["l_grid"] = sum(l_grid(o, self.arch.scale) for o in outputs) / len(outputs)
-            loss = generator_objective(terms, w)
-            self._update([r for r in GENERATOR_ROLES if r in n], loss, "generator")
+                terms, fakes = self._generator_terms(x)
+            loss = generator_objective(terms, self.weights)
+            self._update([r for r in GENERATOR_ROLES if r in self.nets], loss, "generator")
             self._update_ema()
         finally:
             for d in discs:
                 d.requires_grad_(True)
-        fakes = {"source_feat": source_feat.detach(), "sr": sr.detach()}
-        if target_feat is not None:
-            fakes["target_feat"] = target_feat.detach()
-        if fake_target_lr is not None:
-            fakes["fake_target_lr"] = fake_target_lr.detach()
         terms = {"loss_g": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return terms, {k: v.detach() for k, v in fakes.items()}
+
+    def _generator_terms(self, x: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The generators' loss terms on one batch, each computed only when its weight is non-zero, and the fakes
+        the discriminator step judges: f_s, SR(x_s), f_t and x_{s->t} (the last two when computed)."""
+        w, n = self.weights, self.nets
+        encoder, sr_decoder, lr_decoder = n["encoder"], n["sr_decoder"], n.get("lr_decoder")
+        feature_disc, lr_disc = n.get("feature_disc"), n.get("lr_disc")
+        source_lr, source_hr, target_lr = x["source_lr"], x["source_hr"], x.get("target_lr")
+        source_feat = encoder(source_lr)  # (N, C, P, P): f_s, reused by L_rec, L_align, L_sty, L_idt, L_cyc
+        sr = sr_decoder(source_feat)  # (N, 3, P*s, P*s)
+        sr_terms = self._sr_terms(source_hr)
+        terms = {"l_rec": l_rec(source_hr, sr, **sr_terms)}
+        fakes = {"source_feat": source_feat, "sr": sr}
+        target_feat = encoder(target_lr) if (w.align or w.res) else None  # (N, C, P, P): f_t
+        if w.align:
+            terms["l_align"] = l_align_encoder(feature_disc(target_feat), feature_disc(source_feat))
+        if w.res:
+            terms["l_res"] = l_res(target_lr, lr_decoder(target_feat))
+        cycle_sr = None
+        fake_target_lr = lr_decoder(source_feat) if (w.sty or w.idt or w.cyc) else None  # x_{s->t}
+        if w.sty:
+            terms["l_sty"] = l_sty_generator(lr_disc(self._sty_view(fake_target_lr)))
+        if w.idt or w.cyc:
+            cycle_feat = encoder(fake_target_lr)  # E(x_{s->t})
+            if w.idt:
+                terms["l_idt"] = l_idt(source_feat, cycle_feat)
+            if w.cyc:
+                # L_cyc: x_s -> x_{s->t} -> SR should recover y_s
+                cycle_sr = sr_decoder(cycle_feat)
+                terms["l_cyc"] = l_cyc(source_hr, cycle_sr, **sr_terms)
+        if w.grid:
+            # every output G_SR makes, and the SR of the real target photos too: the grid shows most on
+            # real inputs, whose SR no other term computes
+            outputs = [sr] + ([cycle_sr] if cycle_sr is not None else [])
+            if target_feat is not None:
+                outputs.append(sr_decoder(target_feat))
+            terms["l_grid"] = sum(l_grid(o, self.arch.scale) for o in outputs) / len(outputs)
+        if target_feat is not None:
+            fakes["target_feat"] = target_feat
+        if fake_target_lr is not None:
+            fakes["fake_target_lr"] = fake_target_lr
         return terms, fakes
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = self.cfg.ema
-        for role, average in self.ema.items():
-            torch._foreach_lerp_(list(average.parameters()), list(self.nets[role].parameters()), 1.0 - decay)
+    def _sr_terms(self, source_hr: Tensor) -> dict:
+        """What L_rec and L_cyc add to their pixel L1, as `losses.l_rec` takes it: the weights, L_fea against y_s's
+        VGG features, and D_HR's judgement of an SR image (with L_fm against y_s's D_HR features)."""
+        w, vgg, hr_disc = self.weights, self.vgg, self.nets.get("hr_disc")
+        fea = critic = None
+        if vgg is not None:
+            with torch.no_grad():
+                hr_features = vgg(source_hr)  # y_s's features, shared by L_rec and L_cyc
 
-    def _sty_view(self, lr: Tensor) -> Tensor:
-        """What D_t sees of an LR image: the image itself, or its high frequencies (cfg.sty_input)."""
-        if self.cfg.sty_input == "highpass":
-            return highpass(lr)
-        return lr
+            def fea(img: Tensor) -> Tensor:
+                return l_fea(vgg(img), hr_features)
+
+        if hr_disc is not None:
+            hr_disc_features = None
+            if w.fm:
+                with torch.no_grad():
+                    hr_disc_features = hr_disc.features(source_hr)[1]  # y_s's, shared by L_rec and L_cyc
+
+            def critic(img: Tensor) -> tuple[Tensor, Tensor | None]:
+                if not w.fm:
+                    return hr_disc(img), None
+                scores, features = hr_disc.features(img)
+                return scores, l_fm(features, hr_disc_features)
+
+        return {"alpha": w.alpha, "beta": w.beta, "fm": w.fm, "fea": fea, "critic": critic}
 
     def discriminator_step(self, x: dict[str, Tensor], fakes: dict[str, Tensor]) -> dict[str, Tensor]:
         """One LSGAN update of each active discriminator on the generator step's detached fakes."""
@@ -466,6 +425,23 @@ class Trainer:
         self._update(roles, loss, "discriminator")
         return {"loss_d": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
+    def _sty_view(self, lr: Tensor) -> Tensor:
+        """What D_t sees of an LR image: the image itself, or its high frequencies (cfg.sty_input)."""
+        if self.cfg.sty_input == "highpass":
+            return highpass(lr)
+        return lr
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def _set_lr(self) -> float:
+        lr = self.cfg.optim.lr_at(self.step, self.cfg.optim.lr)
+        disc_lr = self.cfg.optim.lr_at(self.step, self.cfg.optim.disc_lr or self.cfg.optim.lr)
+        for role, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = lr if role in GENERATOR_ROLES else disc_lr
+        return lr
+
     def _update(self, roles: list[str], loss: Tensor, side: str) -> None:
         opts = [self.optimizers[r] for r in roles]
         for opt in opts:
@@ -481,21 +457,11 @@ class Trainer:
             scaler.step(opt)
         scaler.update()
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        """Generator step then discriminator step on one batch; advances `self.step`; returns the logged values."""
-        lr = self._set_lr()
-        x = self.inputs(batch)
-        g_terms, fakes = self.generator_step(x)
-        d_terms = self.discriminator_step(x, fakes)
-        names = list(g_terms) + list(d_terms)
-        values = torch.stack([t.float() for t in (*g_terms.values(), *d_terms.values())]).tolist()  # one sync
-        self.step += 1
-        record = {"step": self.step, **dict(zip(names, values)), "lr": lr}
-        # fp16: an overflowing step is expected now and then, and GradScaler skips it; otherwise stop before saving
-        if not self.scalers and not all(math.isfinite(v) for v in values):
-            bad = ", ".join(k for k, v in zip(names, values) if not math.isfinite(v))
-            raise ModelError(f"training diverged at step {self.step}: {bad} not finite (lower the learning rate)")
-        return record
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema
+        for role, average in self.ema.items():
+            torch._foreach_lerp_(list(average.parameters()), list(self.nets[role].parameters()), 1.0 - decay)
 
     # ---- the loop ---------------------------------------------------------------------------------------------
 
@@ -505,7 +471,7 @@ class Trainer:
         self.setup()
         cfg = self.cfg
         self._report_start()
-        log = (self.out / LOG).open("a", encoding="utf-8")
+        log = self.run.log.open("a", encoding="utf-8")
         session_start, session_wall = time.perf_counter(), self.wall_time
         times: deque[float] = deque([session_start], maxlen=21)
         saved_at = validated_at = self.step
@@ -531,20 +497,19 @@ class Trainer:
                 if self.val_pairs and validated_at != self.step:
                     self._validate_and_log(log)
                 log.flush()
-                if saved_at != self.step or not (self.out / LAST).exists():
+                if saved_at != self.step or not self.run.last.exists():
                     self._checkpoint()
         except KeyboardInterrupt:
             log.flush()
-            path = self.save(self.out / LAST)
+            path = self.save(self.run.last)
             self.report(TrainEvent("checkpoint", self.step, cfg.iters, message=f"interrupted: saved {path}"))
             raise
         finally:
             log.close()
         # the run's result in shippable form: the best validated weights when there were validations
-        chosen = self.out / BEST if (self.out / BEST).exists() else self.out / LAST
-        release_checkpoint(load_checkpoint(chosen), self.out / MODEL)
-        self.report(TrainEvent("done", self.step, cfg.iters, {"wall_time_s": self.wall_time}, message=str(self.out / MODEL)))
-        return self.out / LAST
+        release_checkpoint(load_checkpoint(self.run.release_source()), self.run.model)
+        self.report(TrainEvent("done", self.step, cfg.iters, {"wall_time_s": self.wall_time}, message=str(self.run.model)))
+        return self.run.last
 
     def _report_start(self) -> None:
         values = {f"params_{role}": float(count_parameters(net)) for role, net in self.nets.items()}
@@ -552,7 +517,7 @@ class Trainer:
         if self.data.target_lr is not None:
             values["target_images"] = float(len(self.data.target_lr))
         values["val_pairs"] = float(len(self.val_pairs))
-        self.report(TrainEvent("start", self.step, self.cfg.iters, values, message=f"{self.device}, {_amp_name(self.amp_dtype)}"))
+        self.report(TrainEvent("start", self.step, self.cfg.iters, values, message=f"{self.device}, {amp_name(self.amp_dtype)}"))
 
     def _validate_and_log(self, log) -> None:
         scores = self.validate()
@@ -561,7 +526,7 @@ class Trainer:
         self.report(TrainEvent("val", self.step, self.cfg.iters, scores))
         if self.best_val is None or scores["val_psnr_y"] > self.best_val:
             self.best_val = scores["val_psnr_y"]
-            self.save(self.out / BEST)
+            self.save(self.run.best)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -585,15 +550,9 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         """last.pth, its numbered copy (older ones pruned to keep_checkpoints) and the loss plot."""
-        last = self.save(self.out / LAST)
-        numbered = self.out / f"step_{self.step:07d}.pth"
-        tmp = numbered.with_name(f".{numbered.name}.tmp")
-        shutil.copyfile(last, tmp)
-        os.replace(tmp, numbered)
-        if self.cfg.keep_checkpoints:
-            for old in sorted(self.out.glob("step_*.pth"))[: -self.cfg.keep_checkpoints]:
-                old.unlink()
-        plot_losses(read_log(self.out / LOG), self.out / PLOT)  # re-read: the log, not memory, holds long runs
+        self.save(self.run.last)
+        numbered = self.run.keep_numbered_copy(self.step, self.cfg.keep_checkpoints)
+        plot_losses(self.run.read_log(), self.run.plot)  # re-read: the log, not memory, holds long runs
         self.report(TrainEvent("checkpoint", self.step, self.cfg.iters, message=str(numbered)))
 
     def save(self, path: Path) -> Path:
@@ -613,6 +572,7 @@ class Trainer:
         )
 
     def _provenance(self) -> dict:
+        """Where a checkpoint's weights came from: data, seed, warm start, device, precision, time and versions."""
         cfg = self.cfg
         device = str(self.device)
         if self.device.type == "cuda":
@@ -633,7 +593,7 @@ class Trainer:
             "wall_time_s": round(self.wall_time, 3),
             "device": device,
             "threads": torch.get_num_threads(),
-            "amp": _amp_name(self.amp_dtype),
+            "amp": amp_name(self.amp_dtype),
             "best_val_psnr_y": self.best_val,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": {
@@ -645,102 +605,12 @@ class Trainer:
         }
 
 
-def _amp_name(dtype: torch.dtype | None) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[dtype]
-
-
-def _dig(data: dict, dotted: str):
-    for part in dotted.split("."):
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
-
-
-def read_log(path: str | os.PathLike) -> list[dict]:
-    """The records of a run's log.jsonl (step records and validation records); [] when absent."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a crash
-                records.append(json.loads(line))
-    return records
-
-
 def resume_config(out: str | os.PathLike) -> TrainConfig:
     """The config a run in `out` was started with (from its last.pth), for `realsr train --resume`.
     Raises ConfigError when there is nothing to resume."""
-    path = Path(out) / LAST
-    if not path.is_file():
-        raise ConfigError(f"nothing to resume in {out}: no {LAST} there (start the run without --resume)")
-    ckpt = load_checkpoint(path)
+    run = RunFolder(out)
+    run.check_start(resume=True)
+    ckpt = load_checkpoint(run.last)
     if not ckpt.config:
-        raise InputError(f"{path}: holds no training config, so it cannot be resumed")
-    return replace(TrainConfig.from_dict(ckpt.config, f"{path} config"), resume=True)
-
-
-# ---- the loss plot, drawn with Pillow (no matplotlib dependency) --------------------------------------------------
-
-_PANEL_W, _PANEL_H, _PAD = 420, 150, 40
-
-
-def plot_losses(history: list[dict], path: str | os.PathLike, max_points: int = 400) -> Path:
-    """One panel per logged series (loss terms, lr, validation scores) against the step, as a PNG.
-
-    Long series are averaged into at most `max_points` buckets; each panel's y-range spans the bucket means.
-    """
-    from PIL import Image, ImageDraw, ImageFont
-
-    keys = sorted({k for r in history for k in r if k not in ("step", "time")}, key=_plot_order)
-    cols = 2
-    rows = max(1, math.ceil(len(keys) / cols))
-    img = Image.new("RGB", (cols * (_PANEL_W + _PAD) + _PAD, rows * (_PANEL_H + _PAD) + _PAD), "white")
-    draw = ImageDraw.Draw(img)
-    try:
-        font = ImageFont.load_default(size=12)
-    except TypeError:  # Pillow without FreeType: the fixed bitmap font
-        font = ImageFont.load_default()
-    for i, key in enumerate(keys):
-        x0 = _PAD + (i % cols) * (_PANEL_W + _PAD)
-        y0 = _PAD + (i // cols) * (_PANEL_H + _PAD)
-        points = [(r["step"], r[key]) for r in history if key in r and math.isfinite(r[key])]
-        draw.rectangle([x0, y0, x0 + _PANEL_W, y0 + _PANEL_H], outline=(160, 160, 160))
-        if not points:
-            continue
-        steps = np.array([p[0] for p in points], dtype=np.float64)
-        vals = np.array([p[1] for p in points], dtype=np.float64)
-        if len(vals) > max_points:
-            edges = np.linspace(0, len(vals), max_points + 1).astype(int)
-            steps = np.array([steps[a:b].mean() for a, b in itertools.pairwise(edges)])
-            vals = np.array([vals[a:b].mean() for a, b in itertools.pairwise(edges)])
-        lo, hi = float(vals.min()), float(vals.max())
-        if hi - lo < 1e-12:
-            lo, hi = lo - 0.5 * abs(lo or 1), hi + 0.5 * abs(hi or 1)
-        s_lo, s_hi = float(steps.min()), float(max(steps.max(), steps.min() + 1))
-        xy = [
-            (x0 + (s - s_lo) / (s_hi - s_lo) * _PANEL_W, y0 + _PANEL_H - (v - lo) / (hi - lo) * _PANEL_H)
-            for s, v in zip(steps, vals)
-        ]
-        colour = (214, 96, 24) if key.startswith("val_") else (31, 90, 180)
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=2)
-        for px, py in xy if len(xy) < 60 else []:
-            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
-        draw.text((x0, y0 - 15), f"{key}   last {points[-1][1]:.4g}", fill="black", font=font)
-        for y, text in ((y0 + 2, f"{hi:.4g}"), (y0 + _PANEL_H - 15, f"{lo:.4g}")):  # range labels on a white box
-            draw.rectangle(draw.textbbox((x0 + 3, y), text, font=font), fill="white")
-            draw.text((x0 + 3, y), text, fill=(90, 90, 90), font=font)
-        draw.text((x0 + _PANEL_W - 90, y0 + _PANEL_H + 2), f"step {int(s_hi)}", fill=(90, 90, 90), font=font)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
-
-
-def _plot_order(key: str) -> tuple[int, str]:
-    order = ["loss_g", "loss_d", "l_rec", "l_cyc", "l_res", "l_idt", "l_align", "l_sty", "l_grid", "d_align", "d_sty", "d_adv", "lr"]
-    if key in order:
-        return (order.index(key), key)
-    return (len(order), key)
+        raise InputError(f"{run.last}: holds no training config, so it cannot be resumed")
+    return replace(TrainConfig.from_dict(ckpt.config, f"{run.last} config"), resume=True)

@@ -1,0 +1,56 @@
+"""The stderr console every command prints to, and what the commands print alike: notices, warnings and progress.
+
+Messages and progress go to stderr, so stdout stays clean for --json. No torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+
+console = Console(stderr=True, highlight=False)
+
+
+def notice(message: str) -> None:
+    """Tell the user about a choice made for them (a CPU fallback, a sibling model file); the run goes on."""
+    console.print(f"[yellow]notice:[/] {escape(message)}")
+
+
+def warning(message: str) -> None:
+    """Warn about something the user may want to fix; one line, however long, so logs can be searched."""
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def progress_bar(quiet: bool = False) -> Progress:
+    """A transient progress display: each task's description, bar, done/total, elapsed and remaining time.
+
+    It draws nothing when `quiet` or when stderr is not a terminal (a log gets the commands' own lines instead).
+    """
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        refresh_per_second=6,
+        disable=quiet or not console.is_terminal,
+    )
+
+
+def tracker(description: str, quiet: bool = False) -> Callable[[Iterable[T]], Iterator[T]]:
+    """`progress_bar` as a wrapper of an iterable, for the jobs that take a `progress` callable."""
+
+    def track(items: Iterable[T]) -> Iterator[T]:
+        items = list(items)  # a total for the bar
+        with progress_bar(quiet) as progress:
+            yield from progress.track(items, description=description)
+
+    return track

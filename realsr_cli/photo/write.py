@@ -1,0 +1,228 @@
+"""Encoding: upscaled pixels to PNG, JPEG, WebP or TIFF files, written atomically, with the source's ICC profile
+and EXIF where the format holds them, and a warning for anything it cannot keep. Pure numpy/Pillow/pypng/tifffile;
+no torch here.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import png
+import tifffile
+from PIL import Image
+
+from realsr_cli._files import atomic_write
+from realsr_cli.errors import InputError
+from realsr_cli.photo.formats import OUTPUT_FORMATS, check_output_size
+from realsr_cli.photo.pixels import bands, compose, to_pil
+from realsr_cli.photo.read import DESCRIPTIVE_TAGS, EXIF_IFD, GPS_IFD, ORIENTATION_TAG
+
+_ICC_TIFF_TAG = 34675
+
+
+def write_image(
+    path: str | os.PathLike,
+    pixels: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    grayscale: bool = False,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    fmt: str = "PNG",
+    quality: int = 95,
+    compress_level: int = 6,
+) -> list[str]:
+    """Encode upscaled pixels to `path` atomically; returns warnings about what the format could not keep.
+
+    `pixels` (H, W, 3) uint8 or uint16 (the bit depth written: 16 for PNG and TIFF, 8 with a warning for
+    JPEG and WebP); `alpha` (H, W) of the same dtype or None (JPEG flattens it onto white, with a warning);
+    `grayscale` writes BT.601 luma (WebP, which has no gray mode, stays RGB). `quality` 1-100 is for JPEG and
+    WebP (WebP 100 = lossless; JPEG >= 90 keeps full-resolution colour, 4:4:4). `compress_level` 0-9 is for PNG
+    and TIFF deflate (large outputs compress slowly: lower it for speed). Missing parent folders are created.
+    The file appears only once complete: an exception or Ctrl-C leaves nothing at `path` and no temporary file.
+    Raises InputError when the destination cannot be written, ConfigError when `fmt` cannot hold the size.
+    """
+    path = Path(path)
+    if fmt not in OUTPUT_FORMATS or pixels.shape[2:] != (3,) or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_image takes (H, W, 3) uint8/uint16 pixels and one of {list(OUTPUT_FORMATS)}")
+    check_output_size(fmt, pixels.shape[1], pixels.shape[0])
+    warnings: list[str] = []
+    if pixels.dtype == np.uint16 and fmt in ("JPEG", "WEBP"):
+        warnings.append(f"{fmt} holds 8 bits per channel: the 16-bit result is written with 8")
+    flatten = alpha is not None and fmt == "JPEG"
+    if flatten:
+        warnings.append("JPEG has no transparency: the image is flattened onto white")
+    grayscale = grayscale and fmt != "WEBP"
+    icc_profile, exif = _metadata_that_fits(fmt, grayscale, icc_profile, exif, warnings)
+    with _output_file(path) as fh:
+        if fmt == "TIFF":
+            warnings += _write_tiff(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level)
+        elif fmt == "PNG" and pixels.dtype == np.uint16:
+            _write_png16(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level)
+        else:
+            image = None
+            if fmt == "JPEG" and alpha is None and not grayscale:
+                image = _rgbx_image(pixels)  # no copy: JPEG encodes RGBX as RGB
+            if image is None:
+                image = to_pil(pixels, alpha, grayscale, flatten=flatten)
+            options = _pillow_options(fmt, quality, compress_level)
+            image.save(fh, format=fmt, icc_profile=icc_profile, exif=exif or b"", **options)
+    return warnings
+
+
+def _metadata_that_fits(
+    fmt: str, grayscale: bool, icc_profile: bytes | None, exif: bytes | None, warnings: list[str]
+) -> tuple[bytes | None, bytes | None]:
+    """The ICC profile and EXIF an output in `fmt` can carry; each one dropped adds a warning."""
+    if icc_profile is not None and icc_profile[16:20] != (b"GRAY" if grayscale else b"RGB "):
+        space = icc_profile[16:20].decode("latin-1").strip()
+        output = "gray" if grayscale else "RGB"
+        warnings.append(f"the {space} colour profile does not fit a {output} output: not embedded")
+        icc_profile = None
+    if exif is not None and fmt == "JPEG" and len(exif) > 65533:
+        warnings.append("EXIF block too large for JPEG (over 64 KB): not embedded")
+        exif = None
+    return icc_profile, exif
+
+
+def _pillow_options(fmt: str, quality: int, compress_level: int) -> dict[str, object]:
+    """Pillow's save options for `write_image`'s quality and compress_level."""
+    if fmt == "JPEG":
+        return {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
+    if fmt == "WEBP" and quality >= 100:
+        # when lossless, Pillow reads `quality` as compression effort: leave that at its default;
+        # exact: keep the colour under fully transparent pixels, which libwebp zeroes otherwise
+        return {"lossless": True, "exact": True}
+    if fmt == "WEBP":
+        return {"quality": quality}
+    return {"compress_level": compress_level}
+
+
+@contextmanager
+def _output_file(path: Path) -> Iterator[BinaryIO]:
+    """The open file `write_image` encodes into, made atomic by `atomic_write` (missing folders created); every
+    failure becomes a one-line InputError naming the folder or file."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from err
+    try:
+        with atomic_write(path) as temp:
+            try:
+                # "xb", not mkstemp: the file gets the user's umask permissions instead of mkstemp's 0600
+                fh = open(temp, "xb")
+            except OSError as err:
+                raise InputError(f"{folder}: cannot write to the output folder ({err.strerror or err})") from err
+            with fh:
+                yield fh
+    except OSError as err:  # the encoder's writes or the final rename
+        raise InputError(f"{path}: cannot write ({err.strerror or err})") from err
+
+
+
+def new_canvas(height: int, width: int, dtype, fmt: str | None = None) -> np.ndarray:
+    """An uninitialised (H, W, 3) array for upscaled pixels, laid out for the encoder of `fmt` when that saves memory.
+
+    For 8-bit JPEG it is the RGB view of an (H, W, 4) RGBX buffer: Pillow keeps RGB images at 4 bytes per pixel,
+    so an (H, W, 3) array would be copied whole before encoding (768 MB more for a 192-megapixel output), while
+    RGBX memory is encoded where it lies (`write_image` recognises the view). Other formats get a plain array.
+    """
+    if fmt == "JPEG" and np.dtype(dtype) == np.uint8:
+        return np.empty((height, width, 4), np.uint8)[..., :3]
+    return np.empty((height, width, 3), dtype)
+
+
+def _rgbx_image(pixels: np.ndarray) -> Image.Image | None:
+    """A Pillow RGBX image sharing the memory of a `new_canvas` RGBX view, or None when `pixels` is not one."""
+    base = pixels.base
+    if (
+        pixels.dtype != np.uint8
+        or not isinstance(base, np.ndarray)
+        or base.shape != (*pixels.shape[:2], 4)
+        or not base.flags.c_contiguous
+        or pixels.__array_interface__["data"][0] != base.__array_interface__["data"][0]
+    ):
+        return None
+    height, width = pixels.shape[:2]
+    return Image.frombuffer("RGBX", (width, height), base, "raw", "RGBX", 0, 1)
+
+
+class _PngWriter(png.Writer):
+    """pypng's writer plus iCCP and eXIf chunks, which it has no option for (both must precede IDAT)."""
+
+    def __init__(self, *args, extra_chunks: list[tuple[bytes, bytes]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._extra_chunks = extra_chunks
+
+    def write_preamble(self, outfile) -> None:
+        super().write_preamble(outfile)
+        for tag, data in self._extra_chunks:
+            png.write_chunk(outfile, tag, data)
+
+
+def _write_png16(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level) -> None:
+    chunks = []
+    if icc_profile:
+        chunks.append((b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile)))
+    if exif:
+        chunks.append((b"eXIf", exif.removeprefix(b"Exif\0\0")))
+    height, width = pixels.shape[:2]
+    writer = _PngWriter(
+        width, height, greyscale=grayscale, alpha=alpha is not None, bitdepth=16,
+        compression=compress_level, extra_chunks=chunks,
+    )
+
+    def rows() -> Iterator[bytes]:
+        for _, band in bands(pixels, alpha, grayscale, np.uint16):
+            band = band.astype(">u2")  # PNG samples are big-endian
+            for row in band:
+                yield row.tobytes()
+
+    # write_packed takes rows already packed to bytes: no per-sample Python work in pypng
+    writer.write_packed(fh, rows())
+
+
+def _write_tiff(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level) -> list[str]:
+    """TIFF with deflate and a horizontal predictor via tifffile, 8 or 16 bits; ICC as tag 34675.
+
+    EXIF travels as IFD0 tags: tifffile cannot write the Exif and GPS sub-IFDs (nor can Pillow's compressed
+    TIFF writer), so exposure and GPS details are dropped with a warning.
+    """
+    warnings = []
+    tags = []
+    if icc_profile:
+        tags.append((_ICC_TIFF_TAG, 7, len(icc_profile), icc_profile, True))  # 7 = UNDEFINED (raw bytes)
+    if exif:
+        source = Image.Exif()
+        source.load(exif)
+        for tag in DESCRIPTIVE_TAGS:
+            value = source.get(tag)
+            if isinstance(value, str) and value.isascii():
+                tags.append((tag, "s", 0, value, True))
+        if ORIENTATION_TAG in source:
+            tags.append((ORIENTATION_TAG, "H", 1, 1, True))
+        if source.get_ifd(EXIF_IFD) or source.get_ifd(GPS_IFD):
+            warnings.append(
+                "TIFF output keeps the main EXIF tags (camera, date, author) but not exposure or GPS details"
+            )
+    data = compose(pixels, alpha, grayscale)
+    tifffile.imwrite(
+        fh,
+        data,
+        photometric="minisblack" if grayscale else "rgb",
+        extrasamples=["unassalpha"] if alpha is not None else None,
+        compression="adobe_deflate",
+        compressionargs={"level": compress_level},
+        predictor=True,
+        extratags=tags,
+        metadata=None,
+        software=False,
+    )
+    return warnings
