@@ -24,6 +24,8 @@ demo: setup
 	$(BIN)/realsr upscale realsr_cli/samples/kodim23.png -o upscaled/
 
 test: setup
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -28,8 +28,10 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, default=RESULTS / "bench.md", help="where the Markdown table goes")
     args = parser.parse_args()
     try:
-        report = run_benchmark(BenchConfig(model=args.model, device=args.device),
-                               progress=lambda line: print(line, file=sys.stderr, flush=True))
+        report = run_benchmark(
+            BenchConfig(model=args.model, device=args.device),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
         save_report(report, args.json, args.markdown)
     except RealSRError as err:
         print(f"error: {err}", file=sys.stderr)

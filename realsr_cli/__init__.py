@@ -24,7 +24,17 @@ _EXPORTS = {
     "BackendError": "realsr_cli.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "Upscaler",
+    "UpscaleResult",
+    "ModelSpec",
+    "RealSRError",
+    "ConfigError",
+    "InputError",
+    "ModelError",
+    "BackendError",
+]
 
 if TYPE_CHECKING:
     from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError, RealSRError

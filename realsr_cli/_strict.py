@@ -80,7 +80,8 @@ def _check_type(tp: Any, value: Any, where: str, error: type[RealSRError]) -> An
             return tuple(_check_type(args[0], v, f"{where}[{i}]", error) for i, v in enumerate(value))
         if len(value) != len(args):
             raise error(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_check_type(a, v, f"{where}[{i}]", error) for i, (a, v) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))  # lengths checked above
+        return tuple(_check_type(a, v, f"{where}[{i}]", error) for i, (a, v) in pairs)
     if origin is dict:
         if not isinstance(value, dict):
             raise error(f"{where} must be a table, got {value!r}")

@@ -341,8 +341,21 @@ class TrainConfig:
 
 # keys a resumed run may change: they steer the run, not what it computes (the run folder may move, too)
 RESUME_MUTABLE_KEYS = frozenset(
-    {"out", "resume", "iters", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "workers",
-     "device", "amp", "threads", "val_lr", "val_hr"}
+    {
+        "out",
+        "resume",
+        "iters",
+        "log_every",
+        "val_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "workers",
+        "device",
+        "amp",
+        "threads",
+        "val_lr",
+        "val_hr",
+    }
 )
 # keys holding paths: relative ones in a TOML file are relative to that file's folder
 TRAIN_PATH_KEYS = ("source_hr", "target_lr", "val_lr", "val_hr", "out", "init_from")

@@ -65,7 +65,9 @@ def odd_image(rng) -> np.ndarray:
 def tiny_arch():
     from realsr_cli.training.nets import ArchConfig
 
-    return ArchConfig(name="tiny", channels=8, encoder_blocks=1, sr_blocks=1, lr_blocks=1, hr_channels=4, disc_channels=8)
+    return ArchConfig(
+        name="tiny", channels=8, encoder_blocks=1, sr_blocks=1, lr_blocks=1, hr_channels=4, disc_channels=8
+    )
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +154,12 @@ def tiny_ranged_checkpoint(tmp_path_factory, tiny_arch) -> Path:
     optimizer.zero_grad()
     path = tmp_path_factory.mktemp("ckpt") / "ranged.pth"
     return save_checkpoint(
-        path, tiny_arch, nets, step=1, optimizers={"generator": optimizer.state_dict()}, provenance={"note": "rescaled seeded weights"}
+        path,
+        tiny_arch,
+        nets,
+        step=1,
+        optimizers={"generator": optimizer.state_dict()},
+        provenance={"note": "rescaled seeded weights"},
     )
 
 

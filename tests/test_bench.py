@@ -28,17 +28,37 @@ from realsr_cli.inference.upscaler import Upscaler
 REALSR = Path(sys.executable).with_name("realsr")
 
 # seconds-long settings: photos of 0.01 and 0.02 MP (115x86 and 163x122), tiles small enough to make a real grid
-TINY = {"device": "cpu", "sizes_mp": (0.01, 0.02), "folder_count": 2, "folder_mp": 0.01, "tile": 48, "repeats": 1,
-        "reference_edge": 32}
+TINY = {
+    "device": "cpu",
+    "sizes_mp": (0.01, 0.02),
+    "folder_count": 2,
+    "folder_mp": 0.01,
+    "tile": 48,
+    "repeats": 1,
+    "reference_edge": 32,
+}
 # the Markdown rows of each backend's tiny run: every measure, then the targets at sizes that were not measured
-MEASURES = ["model cost", "reference speed", "end-to-end 0.01 MP", "efficiency 0.01 MP", "peak RSS 0.01 MP (MiB)",
-            "end-to-end 0.02 MP", "efficiency 0.02 MP", "peak RSS 0.02 MP (MiB)", "memory growth", "tiled / whole",
-            "folder / inference", "efficiency 1 MP", "peak RSS 12 MP (MiB)"]
+MEASURES = [
+    "model cost",
+    "reference speed",
+    "end-to-end 0.01 MP",
+    "efficiency 0.01 MP",
+    "peak RSS 0.01 MP (MiB)",
+    "end-to-end 0.02 MP",
+    "efficiency 0.02 MP",
+    "peak RSS 0.02 MP (MiB)",
+    "memory growth",
+    "tiled / whole",
+    "folder / inference",
+    "efficiency 1 MP",
+    "peak RSS 12 MP (MiB)",
+]
 
 
 @pytest.fixture(scope="module")
 def generator_flops(tiny_arch) -> float:
     from conftest import flops_per_input_pixel
+
     from realsr_cli.training.nets import build_generator
 
     return flops_per_input_pixel(build_generator(tiny_arch))
@@ -278,9 +298,17 @@ def test_peak_memory_of_a_child_is_its_own():
 
 
 def test_a_failing_end_to_end_process_raises_its_error(tmp_path):
-    args = {"model": str(tmp_path / "missing.onnx"), "backend": "onnx", "device": "cpu", "precision": "fp32",
-            "tile": 512, "src": str(tmp_path / "photo.jpg"), "warmup": str(tmp_path / "warmup.jpg"),
-            "out_dir": str(tmp_path), "repeats": 1}
+    args = {
+        "model": str(tmp_path / "missing.onnx"),
+        "backend": "onnx",
+        "device": "cpu",
+        "precision": "fp32",
+        "tile": 512,
+        "src": str(tmp_path / "photo.jpg"),
+        "warmup": str(tmp_path / "warmup.jpg"),
+        "out_dir": str(tmp_path),
+        "repeats": 1,
+    }
     with pytest.raises(InputError, match=r"end-to-end run of photo.jpg failed: .*missing.onnx: model file not found"):
         bench.run_child(args)
 
@@ -293,9 +321,30 @@ needs_script = pytest.mark.skipif(not REALSR.exists(), reason=f"console script n
 @needs_script
 def test_cli_writes_json_and_markdown(tiny_exports, tmp_path):
     out = tmp_path / "results"
-    args = ["bench", "--model", tiny_exports["onnx"], "--backend", "onnx", "--device", "cpu", "--sizes", "0.01",
-            "--folder", "2", "--folder-mp", "0.01", "--tile", "48", "--repeats", "1", "--json", out / "bench.json",
-            "--markdown", out / "bench.md", "-q"]
+    args = [
+        "bench",
+        "--model",
+        tiny_exports["onnx"],
+        "--backend",
+        "onnx",
+        "--device",
+        "cpu",
+        "--sizes",
+        "0.01",
+        "--folder",
+        "2",
+        "--folder-mp",
+        "0.01",
+        "--tile",
+        "48",
+        "--repeats",
+        "1",
+        "--json",
+        out / "bench.json",
+        "--markdown",
+        out / "bench.md",
+        "-q",
+    ]
     proc = subprocess.run([str(REALSR), *map(str, args)], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "bench.json").read_text())
@@ -312,8 +361,13 @@ def test_cli_writes_json_and_markdown(tiny_exports, tmp_path):
 @needs_script
 @pytest.mark.parametrize("sizes", ["", "1,-2", "0", "big"])
 def test_cli_bad_sizes_exit_2_with_one_line(sizes, tmp_path):
-    proc = subprocess.run([str(REALSR), "bench", "--sizes", sizes, "--json", str(tmp_path / "r.json")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [str(REALSR), "bench", "--sizes", sizes, "--json", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "r.json").exists()
@@ -324,4 +378,3 @@ def test_cli_help():
     proc = subprocess.run([str(REALSR), "bench", "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "--folder-mp" in proc.stdout and "--markdown" in proc.stdout
-

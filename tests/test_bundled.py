@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from conftest import ROOT
+
 from realsr_cli.inference.runtime import DEFAULT_MODEL_STEM, preferred_backend, resolve_model
 from realsr_cli.inference.upscaler import Upscaler
 
@@ -44,9 +44,9 @@ def test_bundled_files_exist_and_are_small():
 
 def test_export_matches_the_checkpoint(tmp_path):
     """Re-export models/ and compare with what ships in export/: same metadata, same outputs."""
+    from realsr_cli._files import file_sha256
     from realsr_cli.config import ExportConfig
     from realsr_cli.training.export import export_model
-    from realsr_cli._files import file_sha256
 
     fresh = export_model(CHECKPOINT, tmp_path, ExportConfig(half=True), stem=DEFAULT_MODEL_STEM).paths
     x = _probe_image()

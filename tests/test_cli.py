@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import shared_data
+from PIL import Image
 
 REALSR = Path(sys.executable).with_name("realsr")
 
@@ -53,8 +52,19 @@ def test_export_then_upscale_with_both_backends(tmp_path, tiny_ranged_checkpoint
     outputs = {}
     for backend, model in (("onnx", "net.onnx"), ("torchscript", "net.ts")):
         out = tmp_path / backend
-        result = realsr("upscale", photo, "--model", tmp_path / "models" / model, "--backend", backend,
-                        "--precision", "fp32", "-o", out, "--json")
+        result = realsr(
+            "upscale",
+            photo,
+            "--model",
+            tmp_path / "models" / model,
+            "--backend",
+            backend,
+            "--precision",
+            "fp32",
+            "-o",
+            out,
+            "--json",
+        )
         assert result.returncode == 0, result.stderr
         record = json.loads(result.stdout.strip())
         assert record["status"] == "ok" and record["output_size"] == [53 * 4, 37 * 4]
@@ -192,8 +202,12 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, compact_exports, rng):
     src = tmp_path / "big.png"
     Image.fromarray(rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)).save(src)
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(REALSR), "upscale", str(src), "--model", str(compact_exports["onnx"]), "-o", str(out),
-                             "--tile", "128"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(REALSR), "upscale", str(src), "--model", str(compact_exports["onnx"]), "-o", str(out), "--tile", "128"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     assert proc.poll() is None, "finished before it could be interrupted: make the input larger"
     proc.send_signal(signal.SIGINT)

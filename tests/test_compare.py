@@ -6,9 +6,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from realsr_cli.cli import cli
-from realsr_cli.quality.compare import GAP, LABEL_HEIGHT, compare, detail_window
 from realsr_cli.config import CompareConfig
 from realsr_cli.errors import InputError
+from realsr_cli.quality.compare import GAP, LABEL_HEIGHT, compare, detail_window
 from realsr_cli.quality.datasets import bicubic_upscale
 
 
@@ -59,12 +59,42 @@ def test_named_images_and_errors(pairs):
 def test_compare_command_writes_a_png(pairs, tmp_path, tiny_exports):
     lr_dir, hr_dir = pairs
     out = tmp_path / "cmp.png"
-    result = CliRunner().invoke(cli, ["compare", "--lr", str(lr_dir), "--hr", str(hr_dir), "--model",
-                                      str(tiny_exports["onnx"]), "--label", "tiny", "-o", str(out), "--crop", "16"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            "--lr",
+            str(lr_dir),
+            "--hr",
+            str(hr_dir),
+            "--model",
+            str(tiny_exports["onnx"]),
+            "--label",
+            "tiny",
+            "-o",
+            str(out),
+            "--crop",
+            "16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with Image.open(out) as img:
         assert img.size == (3 * 16 * 4 * 2 + 4 * GAP, LABEL_HEIGHT + 2 * 16 * 4 * 2 + 3 * GAP)
-    result = CliRunner().invoke(cli, ["compare", "--lr", str(lr_dir), "--model", str(tiny_exports["onnx"]),
-                                      "--label", "a", "--label", "b", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            "--lr",
+            str(lr_dir),
+            "--model",
+            str(tiny_exports["onnx"]),
+            "--label",
+            "a",
+            "--label",
+            "b",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2
     assert "--label was given 2 times for 1 --model" in result.output

@@ -107,7 +107,7 @@ def test_crops_pair_each_hr_crop_with_its_bicubic_lr(rng):
     full_lr = bicubic_downscale(hr, 4)
     assert batch.source_hr.shape == (16, 3, 40, 40) and batch.source_lr.shape == (16, 3, 10, 10)
     assert batch.target_lr is None
-    for lr_crop, hr_crop in zip(batch.source_lr, batch.source_hr):
+    for lr_crop, hr_crop in zip(batch.source_lr, batch.source_hr, strict=True):
         k = next(k for k in range(8) if np.array_equal(hr_crop.transpose(1, 2, 0), dihedral(hr, k)))
         np.testing.assert_array_equal(lr_crop.transpose(1, 2, 0), dihedral(full_lr, k))  # same transform on both
 

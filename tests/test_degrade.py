@@ -11,10 +11,10 @@ from PIL import Image
 
 from realsr_cli.cli import cli
 from realsr_cli.config import DegradationConfig, TrainConfig
-from realsr_cli.quality.datasets import bicubic_downscale
-from realsr_cli.training.data import TrainingData
-from realsr_cli.quality.degrade import degrade, degrade_for_validation, make_degraded_pairs
 from realsr_cli.errors import ConfigError
+from realsr_cli.quality.datasets import bicubic_downscale
+from realsr_cli.quality.degrade import degrade, degrade_for_validation, make_degraded_pairs
+from realsr_cli.training.data import TrainingData
 
 
 def photo(rng, h: int, w: int, period: float = 1.0) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_degrade_is_a_pure_function_of_the_generator(rng):
     cfg = DegradationConfig(enabled=True)
     a = [degrade(hr, 4, cfg, g) for g in [np.random.default_rng(5)] * 6]
     b = [degrade(hr, 4, cfg, g) for g in [np.random.default_rng(5)] * 6]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert any(not np.array_equal(a[0], x) for x in a[1:])  # successive crops draw differently
 
@@ -71,7 +71,9 @@ def test_degradation_loads_from_a_run_config():
 def test_training_batches_degrade_x_s_but_keep_every_crop_position(rng):
     images = [photo(rng, 80, 96), photo(rng, 64, 64)]
     plain = TrainingData(images, None, lr_patch=8, batch_size=6, seed=3)
-    degraded = TrainingData(images, None, lr_patch=8, batch_size=6, seed=3, degradation=DegradationConfig(enabled=True, clean=0))
+    degraded = TrainingData(
+        images, None, lr_patch=8, batch_size=6, seed=3, degradation=DegradationConfig(enabled=True, clean=0)
+    )
     a, b = plain.batch(7), degraded.batch(7)
     np.testing.assert_array_equal(a.source_hr, b.source_hr)
     assert not np.array_equal(a.source_lr, b.source_lr)

@@ -195,9 +195,11 @@ def test_cli_json_has_every_field_and_the_known_psnr(pairs_dir, fake_model):
     assert [img["name"] for img in data["images"]] == ["a.png", "sub/b.png"]
     for img in data["images"]:
         assert set(img) == {"name", "model", "bicubic", "hr"}
-        assert set(img["model"]) == set(img["bicubic"]) == {
-            "psnr_y", "ssim_y", "psnr_rgb", "niqe", "grid", "bias_r", "bias_g", "bias_b"
-        }
+        assert (
+            set(img["model"])
+            == set(img["bicubic"])
+            == {"psnr_y", "ssim_y", "psnr_rgb", "niqe", "grid", "bias_r", "bias_g", "bias_b"}
+        )
         assert img["model"]["bias_r"] == pytest.approx(-3.0)  # the fake model is bicubic, each HR bicubic + 3
         assert img["model"]["psnr_rgb"] == pytest.approx(20 * math.log10(255 / 3), abs=1e-9)
         assert img["hr"]["niqe"] > 0

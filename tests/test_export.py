@@ -21,10 +21,10 @@ from realsr_cli import __version__
 from realsr_cli.cli import cli
 from realsr_cli.config import ExportConfig
 from realsr_cli.errors import ConfigError, InputError, ModelError
-from realsr_cli.training.export import VERSION_KEY, export_model
-from realsr_cli.training.checkpoint import load_checkpoint
-from realsr_cli.training.nets import count_parameters
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
+from realsr_cli.training.checkpoint import load_checkpoint
+from realsr_cli.training.export import VERSION_KEY, export_model
+from realsr_cli.training.nets import count_parameters
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -157,7 +157,14 @@ assert not any(name.startswith("realsr_cli") for name in sys.modules), "loading 
     x = structured_input(1, 17, 29)
     np.save(tmp_path / "x.npy", x)
     subprocess.run(
-        [sys.executable, "-c", script, str(tiny_ranged_exports["torchscript"]), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(tiny_ranged_exports["torchscript"]),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
         cwd=tmp_path,  # not the repository root, so nothing of realsr is importable by accident
         check=True,
         capture_output=True,

@@ -14,6 +14,7 @@ import numpy as np
 import png
 import pytest
 import tifffile
+from conftest import shared_data
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
 
 from realsr_cli.errors import ConfigError, InputError
@@ -23,7 +24,6 @@ from realsr_cli.photo.formats import OUTPUT_FORMATS, output_format_for, output_p
 from realsr_cli.photo.pixels import compose, quantize, resize, scaled_size, to_pil
 from realsr_cli.photo.read import photo_from_array, photo_from_pil, read_image
 from realsr_cli.photo.write import new_canvas, write_image
-from conftest import shared_data
 
 LIMIT = 64_000_000
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -47,8 +47,14 @@ def _ints(photo):
 def _write_back(photo, path: Path, fmt: str, **kwargs) -> list[str]:
     rgb, alpha = _ints(photo)
     return write_image(
-        path, rgb, alpha=alpha, grayscale=photo.grayscale, icc_profile=photo.icc_profile, exif=photo.exif,
-        fmt=fmt, **kwargs,
+        path,
+        rgb,
+        alpha=alpha,
+        grayscale=photo.grayscale,
+        icc_profile=photo.icc_profile,
+        exif=photo.exif,
+        fmt=fmt,
+        **kwargs,
     )
 
 
@@ -175,9 +181,7 @@ def test_icc_profile_is_carried_into_each_output_format(tmp_path, fmt, photo_rgb
     assert Image.open(out).info["icc_profile"] == SRGB
 
 
-@pytest.mark.parametrize(
-    "fmt, depth", [("PNG", 8), ("PNG", 16), ("JPEG", 8), ("WEBP", 8), ("TIFF", 8), ("TIFF", 16)]
-)
+@pytest.mark.parametrize("fmt, depth", [("PNG", 8), ("PNG", 16), ("JPEG", 8), ("WEBP", 8), ("TIFF", 8), ("TIFF", 16)])
 def test_written_files_carry_icc_and_exif_at_their_bit_depth(tmp_path, fmt, depth, photo_rgb):
     exif = Image.Exif()
     exif[0x010F] = "RealSR Camera"
@@ -327,8 +331,11 @@ def test_16bit_tiff_is_read_with_all_its_bits_and_its_profile(tmp_path, values16
     pixels = values16[..., :planes]
     src = tmp_path / "src.tif"
     tifffile.imwrite(
-        src, pixels, photometric="minisblack" if planes == 1 else "rgb",
-        extrasamples=["unassalpha"] if planes == 4 else None, extratags=[(34675, 7, len(SRGB), SRGB, True)],
+        src,
+        pixels,
+        photometric="minisblack" if planes == 1 else "rgb",
+        extrasamples=["unassalpha"] if planes == 4 else None,
+        extratags=[(34675, 7, len(SRGB), SRGB, True)],
     )
     photo = _read(src)
     assert (photo.bit_depth, photo.grayscale, photo.icc_profile) == (16, planes == 1, SRGB)
@@ -665,7 +672,13 @@ def test_jpeg_canvas_encodes_without_a_copy_and_writes_the_same_file(tmp_path, p
 
 
 def test_other_formats_get_a_plain_canvas():
-    for fmt, dtype in [("PNG", np.uint8), ("WEBP", np.uint8), ("TIFF", np.uint8), ("JPEG", np.uint16), (None, np.uint8)]:
+    for fmt, dtype in [
+        ("PNG", np.uint8),
+        ("WEBP", np.uint8),
+        ("TIFF", np.uint8),
+        ("JPEG", np.uint16),
+        (None, np.uint8),
+    ]:
         canvas = new_canvas(5, 7, dtype, fmt)
         assert canvas.shape == (5, 7, 3) and canvas.dtype == dtype and canvas.flags.c_contiguous
 

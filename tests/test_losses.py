@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from realsr_cli.training import losses
 from realsr_cli.config import LossWeights
 from realsr_cli.errors import ConfigError
+from realsr_cli.training import losses
 
 
 def t(*values: float) -> torch.Tensor:
@@ -69,7 +69,9 @@ def test_l_cyc_has_the_same_form_as_l_rec():
     # |1 - .75| + |1 - 1.5| = 0.75 over 2 pixels; L_adv with D = mean = 1.125: (1.125 - 1)^2 = 0.015625
     hr, cyc = t(1.0, 1.0), t(0.75, 1.5)
     assert losses.l_cyc(hr, cyc).item() == pytest.approx(0.375)
-    assert losses.l_cyc(hr, cyc, beta=2.0, critic=lambda x: (x.mean(), None)).item() == pytest.approx(0.375 + 2 * 0.015625)
+    assert losses.l_cyc(hr, cyc, beta=2.0, critic=lambda x: (x.mean(), None)).item() == pytest.approx(
+        0.375 + 2 * 0.015625
+    )
 
 
 def test_l_align_encoder_pushes_both_domains_to_one_half():
@@ -145,8 +147,10 @@ def test_l_grid_is_the_grid_score_of_each_image_averaged():
     smooth = (120 + 50 * np.sin(yy / 3.7) * np.cos(xx / 5.3))[..., None] * np.array([1.0, 0.9, 0.8])  # no 4-px period
     period = np.array([[6, -6, 0, 3], [0, 2, -4, 0], [5, 0, 0, -2], [0, -3, 1, 0]], float)
     grid = np.tile(period[..., None], (12, 10, 3))
-    images = [np.clip(smooth + rng.normal(0, 2, smooth.shape), 0, 255).round().astype(np.uint8),
-              np.clip(smooth + grid, 0, 255).round().astype(np.uint8)]
+    images = [
+        np.clip(smooth + rng.normal(0, 2, smooth.shape), 0, 255).round().astype(np.uint8),
+        np.clip(smooth + grid, 0, 255).round().astype(np.uint8),
+    ]
     batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2) / 255.0)
     expected = [_gridscore_reference(im) for im in images]
     assert expected[1] > 10 * expected[0]  # the fixture really has a grid in one image only

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_data
 from PIL import Image
 
-from conftest import shared_data
 from realsr_cli.errors import InputError
 from realsr_cli.quality import metrics
 from realsr_cli.quality.metrics import psnr, rgb_to_y, ssim

@@ -4,10 +4,10 @@ Ctrl-C, config strictness and warm start. Tiny nets and tiny images: every test 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -17,10 +17,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from realsr_cli.training import losses
 from realsr_cli.cli import cli
 from realsr_cli.config import DegradationConfig, TrainConfig, load_train_toml
 from realsr_cli.errors import ConfigError, ModelError
+from realsr_cli.training import losses
 from realsr_cli.training.checkpoint import load_checkpoint
 from realsr_cli.training.nets import DISCRIMINATOR_ROLES, GENERATOR_ROLES
 from realsr_cli.training.trainer import Trainer, TrainEvent, active_roles
@@ -143,11 +143,33 @@ def test_target_data_required_unless_baseline(make_cfg):
 def test_cli_end_to_end_checkpoint_loads_and_upscales(tmp_path, folders, tiny_arch):
     toml = tmp_path / "run.toml"
     arch = "\n".join(f"{k} = {json.dumps(v)}" for k, v in asdict(tiny_arch).items())
-    toml.write_text(f"lr_patch = 8\nbatch_size = 2\nthreads = 1\niters = 100\n[weights]\nalpha = 0.0\n[arch_overrides]\n{arch}\n")
+    toml.write_text(
+        f"lr_patch = 8\nbatch_size = 2\nthreads = 1\niters = 100\n[weights]\nalpha = 0.0\n[arch_overrides]\n{arch}\n"
+    )
     out = tmp_path / "run"
-    args = ["train", "--source-hr", str(folders["source"]), "--target-lr", str(folders["target"]),
-            "--val-lr", str(folders["val_lr"]), "--val-hr", str(folders["val_hr"]), "--out", str(out),
-            "--config", str(toml), "--iters", "3", "--checkpoint-every", "2", "--val-every", "2", "--log-every", "1"]
+    args = [
+        "train",
+        "--source-hr",
+        str(folders["source"]),
+        "--target-lr",
+        str(folders["target"]),
+        "--val-lr",
+        str(folders["val_lr"]),
+        "--val-hr",
+        str(folders["val_hr"]),
+        "--out",
+        str(out),
+        "--config",
+        str(toml),
+        "--iters",
+        "3",
+        "--checkpoint-every",
+        "2",
+        "--val-every",
+        "2",
+        "--log-every",
+        "1",
+    ]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().endswith("last.pth")
@@ -169,7 +191,9 @@ def test_cli_end_to_end_checkpoint_loads_and_upscales(tmp_path, folders, tiny_ar
     assert [r["step"] for r in steps] == [1, 2, 3] and [r["step"] for r in vals] == [2, 3]
     for term in ("l_rec", "l_align", "l_res", "l_sty", "l_idt", "l_cyc", "d_align", "d_sty", "d_adv", "loss_d"):
         assert all(np.isfinite(r[term]) for r in steps), term
-    assert {"step_0000002.pth", "step_0000003.pth", "best.pth", "loss.png", "config.json"} <= {p.name for p in out.iterdir()}
+    assert {"step_0000002.pth", "step_0000003.pth", "best.pth", "loss.png", "config.json"} <= {
+        p.name for p in out.iterdir()
+    }
     with Image.open(out / "loss.png") as plot:
         assert plot.format == "PNG" and plot.width > 400
     best = load_checkpoint(out / "best.pth")
@@ -184,12 +208,25 @@ def test_cli_end_to_end_checkpoint_loads_and_upscales(tmp_path, folders, tiny_ar
 
     # ... and it exports and upscales through the installed console script
     realsr = Path(sys.executable).with_name("realsr")
-    exported = subprocess.run([str(realsr), "export", str(out / "model.pth"), "-o", str(tmp_path / "exp")],
-                              capture_output=True, text=True)
+    exported = subprocess.run(
+        [str(realsr), "export", str(out / "model.pth"), "-o", str(tmp_path / "exp")], capture_output=True, text=True
+    )
     assert exported.returncode == 0, exported.stderr
     Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(tmp_path / "in.png")
-    upscaled = subprocess.run([str(realsr), "upscale", str(tmp_path / "in.png"), "--model", str(tmp_path / "exp" / "model.onnx"),
-                               "-o", str(tmp_path / "up"), "-q"], capture_output=True, text=True)
+    upscaled = subprocess.run(
+        [
+            str(realsr),
+            "upscale",
+            str(tmp_path / "in.png"),
+            "--model",
+            str(tmp_path / "exp" / "model.onnx"),
+            "-o",
+            str(tmp_path / "up"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert upscaled.returncode == 0, upscaled.stderr
     with Image.open(tmp_path / "up" / "in_x4.png") as sr_image:
         assert sr_image.size == (120, 80)
@@ -220,7 +257,9 @@ def test_resume_continues_bit_exactly_through_the_cli(make_cfg, tmp_path):
     with (tmp_path / "split" / "log.jsonl").open("a") as log:  # a step logged after the checkpoint, then a crash
         log.write('{"step": 3, "loss_g": 123.0}\n{"step": 4, "loss_g"')
     # resume with no other option: the run's own config comes from its last.pth; only --iters changes
-    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "split"), "--resume", "--iters", "4"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["train", "--out", str(tmp_path / "split"), "--resume", "--iters", "4"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     _assert_bit_identical(Path(straight.cfg.out) / "last.pth", tmp_path / "split" / "last.pth")
     records = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
@@ -278,7 +317,9 @@ def test_cli_exits_130_after_saving_on_ctrl_c(tmp_path, folders, tiny_arch, monk
     arch = "\n".join(f"{k} = {json.dumps(v)}" for k, v in asdict(tiny_arch).items())
     toml.write_text(f"lr_patch = 8\nbatch_size = 2\nthreads = 1\nbaseline = true\n[arch_overrides]\n{arch}\n")
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["train", "--source-hr", str(folders["source"]), "--out", str(out), "--config", str(toml)])
+    result = CliRunner().invoke(
+        cli, ["train", "--source-hr", str(folders["source"]), "--out", str(out), "--config", str(toml)]
+    )
     assert result.exit_code == 130, result.output
     assert load_checkpoint(out / "last.pth").step == 1
 
@@ -324,7 +365,16 @@ def test_grid_term_and_highpass_style_input(make_cfg, monkeypatch):
 
 def test_toml_unknown_keys_and_wrong_types_are_config_errors(tmp_path, folders):
     bad = tmp_path / "bad.toml"
-    base = ["train", "--source-hr", str(folders["source"]), "--baseline", "--out", str(tmp_path / "r"), "--config", str(bad)]
+    base = [
+        "train",
+        "--source-hr",
+        str(folders["source"]),
+        "--baseline",
+        "--out",
+        str(tmp_path / "r"),
+        "--config",
+        str(bad),
+    ]
     bad.write_text("iterz = 5\n")
     result = CliRunner().invoke(cli, base)
     assert result.exit_code == 2 and "unknown key iterz" in result.output and "valid keys: source_hr" in result.output

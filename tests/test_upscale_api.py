@@ -186,7 +186,7 @@ def test_default_model_is_found_in_the_export_folder(monkeypatch, tmp_path, tiny
     shutil.copy(tiny_exports["torchscript"], folder / f"{runtime.DEFAULT_MODEL_STEM}.ts")
     monkeypatch.setattr(runtime, "default_model_dirs", lambda: [tmp_path / "missing", folder])
     for native_bf16, fastest in ((False, "onnx"), (True, "torchscript")):
-        monkeypatch.setattr(host, "cpu_has_native_bf16", lambda: native_bf16)
+        monkeypatch.setattr(host, "cpu_has_native_bf16", lambda native=native_bf16: native)
         with Upscaler(device="cpu") as up:  # auto: the backend that runs fastest on this CPU
             assert up.backend_name == fastest and up.model_path.parent == folder
         with Upscaler(device="cpu", precision="fp32") as up:  # fp32 is ONNX Runtime's strength

@@ -37,7 +37,7 @@ def count_onnx_flops(path: Path, edge: int = FLOP_PROBE_EDGE) -> float:
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
     image = next(i for i in model.graph.input if i.name not in weights)
     dims = image.type.tensor_type.shape.dim
-    for dim, probe in zip(dims, (1, None, edge, edge)):
+    for dim, probe in zip(dims, (1, None, edge, edge), strict=False):
         if probe is not None and not dim.HasField("dim_value"):
             dim.dim_value = probe  # replaces the symbolic batch/height/width
     pixels = dims[2].dim_value * dims[3].dim_value

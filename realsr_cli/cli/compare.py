@@ -75,7 +75,7 @@ def compare_command(lr_dir, hr_dir, models, labels, output, names, count, crop, 
         grid = compare(
             lr_dir,
             hr_dir,
-            [(label, up.upscale) for label, up in zip(labels, upscalers)],
+            [(label, up.upscale) for label, up in zip(labels, upscalers, strict=True)],
             CompareConfig(crop=crop, zoom=zoom, count=count, scale=upscalers[0].native_scale),
             names=[n.strip() for n in names.split(",")] if names else None,
         )

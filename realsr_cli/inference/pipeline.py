@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from realsr_cli.errors import ConfigError, InputError, RealSRError
 from realsr_cli.inference.inputs import InputItem
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 # upscaled outputs (plus the encoder's working copy) held at once in a batch: smaller photos overlap inference
 # with the previous photo's encoding; a 12 MP photo at x4 (576 MB out) waits for the previous one to be written
 DEFAULT_MAX_INFLIGHT_BYTES = 3 << 29  # 1.5 GiB
+
+
+Status = Literal["ok", "skipped", "failed"]  # what became of one input of a batch
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class UpscaleResult:
     """The outcome for one input. `status` is "ok", "skipped" (output exists, --skip-existing) or "failed"."""
 
     src: Path
-    status: str
+    status: Status
     dst: Path | None = None
     error: str | None = None  # the user-facing message when failed
     exit_code: int = 0  # the failure's RealSRError exit code (0 unless failed)
@@ -294,9 +297,7 @@ class _Pipeline:
             job.holds_budget = True
             if self.options.on_image is not None:
                 self.options.on_image(
-                    ImageStart(
-                        job.index, self.total, job.item.path, job.dst, (w, h), (ow, oh), image_plan.tiles.count
-                    )
+                    ImageStart(job.index, self.total, job.item.path, job.dst, (w, h), (ow, oh), image_plan.tiles.count)
                 )
             t0 = time.perf_counter()
             job.upscaled = self.up.upscale_photo(

@@ -126,7 +126,6 @@ def _output_file(path: Path) -> Iterator[BinaryIO]:
         raise InputError(f"{path}: cannot write ({err.strerror or err})") from err
 
 
-
 def new_canvas(height: int, width: int, dtype, fmt: str | None = None) -> np.ndarray:
     """An uninitialised (H, W, 3) array for upscaled pixels, laid out for the encoder of `fmt` when that saves memory.
 
@@ -175,8 +174,13 @@ def _write_png16(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level
         chunks.append((b"eXIf", exif.removeprefix(b"Exif\0\0")))
     height, width = pixels.shape[:2]
     writer = _PngWriter(
-        width, height, greyscale=grayscale, alpha=alpha is not None, bitdepth=16,
-        compression=compress_level, extra_chunks=chunks,
+        width,
+        height,
+        greyscale=grayscale,
+        alpha=alpha is not None,
+        bitdepth=16,
+        compression=compress_level,
+        extra_chunks=chunks,
     )
 
     def rows() -> Iterator[bytes]:

@@ -82,7 +82,7 @@ def compare(
     s, crop = cfg.scale, cfg.crop
     labels = ["bicubic", *(label for label, _ in models)] + (["HR"] if hr_dir is not None else [])
     rows = []
-    for name, lr_path, hr_path in pairs:
+    for _name, lr_path, hr_path in pairs:
         lr = read_rgb8(lr_path)
         if min(lr.shape[:2]) < crop:
             raise InputError(f"{lr_path} is {lr.shape[1]}x{lr.shape[0]}, smaller than a {crop}-pixel crop (--crop)")

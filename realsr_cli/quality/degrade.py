@@ -86,8 +86,8 @@ def make_degraded_pairs(
         write_image(out_dir / "lr" / stem, lr)
         records.append({"name": stem, **draws})
     recipe = {
-        "recipe": "PIL bicubic x{scale} down; Gaussian noise sigma U(2, 15) levels, luminance-only with p 0.5; "
-        "JPEG quality U{{30..90}} (Pillow, 4:2:0)".format(scale=scale),
+        "recipe": f"PIL bicubic x{scale} down; Gaussian noise sigma U(2, 15) levels, luminance-only with p 0.5; "
+        "JPEG quality U{30..90} (Pillow, 4:2:0)",
         "seed": seed,
         "scale": scale,
         "source": str(hr_dir),

@@ -8,7 +8,7 @@ numpy only; no torch here.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def psnr(a: np.ndarray, b: np.ndarray, *, border: int = 4, y_channel: bool = Tru
     return 10.0 * math.log10(255.0**2 / mse)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     """cv2.getGaussianKernel / MATLAB fspecial('gaussian') in 1-D, normalized to sum 1."""
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
@@ -109,10 +109,10 @@ def ssim(a: np.ndarray, b: np.ndarray, *, border: int = 4, y_channel: bool = Tru
 
 
 def grid_score(img: np.ndarray, period: int = 4) -> float:
-    """The sub-pixel grid of an x`period` SR output, as `shared/tools/gridscore.py` measures it: high-pass the
-    8-bit luma (PIL's "L", minus its 5x5 box mean with mirrored edges), average it over each of the period x period
-    output positions and take the standard deviation of those means. Natural images score about 0.1; a PixelShuffle
-    checkerboard far more. No reference needed."""
+    """The sub-pixel grid of an x`period` SR output, as the shared data set's grid-score tool measures it: high-pass
+    the 8-bit luma (PIL's "L", minus its 5x5 box mean with mirrored edges), average it over each of the period x
+    period output positions and take the standard deviation of those means. Natural images score about 0.1; a
+    PixelShuffle checkerboard far more. No reference needed."""
     from PIL import Image
 
     luma = np.asarray(Image.fromarray(np.ascontiguousarray(img)).convert("L"), dtype=np.float64)

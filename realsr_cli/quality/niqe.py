@@ -1,5 +1,5 @@
 """NIQE, the no-reference naturalness score SR papers report (Mittal et al. 2013; lower is more natural), to the
-protocol of pyiqa's `niqe` (see ../shared/data/metrics/README.md), with the LIVE pristine model bundled in
+protocol of pyiqa's `niqe`, with the LIVE pristine model bundled in
 `realsr_cli/assets/`. Also MATLAB's antialiased bicubic `imresize`, which NIQE's second scale needs.
 
 numpy only; no torch, no scipy here.
@@ -8,7 +8,7 @@ numpy only; no torch, no scipy here.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -23,7 +23,7 @@ BLOCK_SIZE = 96  # NIQE's patch edge at full scale; the half scale uses 48
 _GAM = np.arange(0.2, 10.001, 0.001)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gamma_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per grid shape g: r(g) = G(2/g)^2 / (G(1/g) G(3/g)), sqrt(G(1/g) / G(3/g)) and G(2/g) / G(1/g)."""
     lg1 = np.array([math.lgamma(1 / g) for g in _GAM])
@@ -33,7 +33,7 @@ def _gamma_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return r_gam, np.sqrt(np.exp(lg1 - lg3)), np.exp(lg2 - lg1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def pristine_model() -> tuple[np.ndarray, np.ndarray]:
     """The LIVE pristine natural-scene model: mean (36,) and covariance (36, 36), float64 (see assets/NOTICE.md)."""
     ref = resources.files("realsr_cli") / "assets" / "niqe_pris_params.npz"
@@ -100,7 +100,7 @@ def imresize(img: np.ndarray, scale: float, *, antialiasing: bool = True) -> np.
     return np.einsum("hot,ot->ho", img[:, idx], wts)  # (h', w')
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mscn_window() -> tuple[np.ndarray, float]:
     """MATLAB fspecial('gaussian', 7, 7/6) as its 1-D factor (float64, sum 1) and the gain of pyiqa's 2-D window.
 

@@ -110,7 +110,9 @@ def save_checkpoint(
     `ema` maps generator roles to the moving averages of their weights.
     """
     ema = ema or {}
-    unknown = sorted(set(networks) - set(GENERATOR_ROLES) - set(DISCRIMINATOR_ROLES)) + sorted(set(ema) - set(GENERATOR_ROLES))
+    unknown = sorted(set(networks) - set(GENERATOR_ROLES) - set(DISCRIMINATOR_ROLES)) + sorted(
+        set(ema) - set(GENERATOR_ROLES)
+    )
     if unknown:
         raise ModelError(f"unknown network roles: {', '.join(unknown)}")
     payload = {
@@ -164,7 +166,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise InputError(f"{path}: not a realsr checkpoint (no '{CHECKPOINT_FORMAT}' format marker)")
     if data.get("version", 0) > CHECKPOINT_VERSION:
         raise InputError(
-            f"{path}: checkpoint format version {data['version']} is newer than this realsr reads ({CHECKPOINT_VERSION})"
+            f"{path}: checkpoint format version {data['version']} is newer than this realsr reads "
+            f"({CHECKPOINT_VERSION})"
         )
     arch = ArchConfig.from_dict(data["arch"])
     sha = file_sha256(path)

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from realsr_cli.config import DegradationConfig
-from realsr_cli.quality.degrade import degrade
 from realsr_cli.errors import InputError
-from realsr_cli.quality.datasets import bicubic_downscale, list_images, read_rgb8
 from realsr_cli.host import cpu_count
-
+from realsr_cli.quality.datasets import bicubic_downscale, list_images, read_rgb8
+from realsr_cli.quality.degrade import degrade
 
 
 def read_all(paths: list[Path], workers: int = 0) -> list[np.ndarray]:
@@ -101,7 +100,9 @@ class TrainingData:
         """
         warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
         source, source_files = _load_usable(source_dir, "source HR", lr_patch * scale, workers, warn)
-        target, target_files = _load_usable(target_dir, "target LR", lr_patch, workers, warn) if target_dir else (None, [])
+        target, target_files = (
+            _load_usable(target_dir, "target LR", lr_patch, workers, warn) if target_dir else (None, [])
+        )
         data = cls(
             source, target, lr_patch=lr_patch, batch_size=batch_size, scale=scale, seed=seed, degradation=degradation
         )
@@ -152,9 +153,12 @@ def _load_usable(folder, what: str, min_size: int, workers: int, warn) -> tuple[
     paths = list(list_images(folder, what).values())
     images = read_all(paths, workers)
     usable, used = [], []
-    for path, img in zip(paths, images):
+    for path, img in zip(paths, images, strict=True):
         if min(img.shape[:2]) < min_size:
-            warn(f"skipping {what} image {path}: {img.shape[1]}x{img.shape[0]} is smaller than one {min_size}x{min_size} crop")
+            warn(
+                f"skipping {what} image {path}: {img.shape[1]}x{img.shape[0]} is smaller than one "
+                f"{min_size}x{min_size} crop"
+            )
         else:
             usable.append(img)
             used.append(path)

@@ -73,7 +73,10 @@ class ExportReport:
 
 
 def export_model(
-    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, cfg: ExportConfig = ExportConfig(), stem: str | None = None
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: ExportConfig = ExportConfig(),
+    stem: str | None = None,
 ) -> ExportReport:
     """Export the checkpoint's E + G_SR as `<stem>.onnx`, `<stem>.fp16.onnx` (cfg.half) and `<stem>.ts` in out_dir.
 
@@ -85,12 +88,15 @@ def export_model(
     file is not written. `stem` defaults to the checkpoint file's stem. Existing files of the same name are replaced.
 
     Raises InputError (missing or corrupt checkpoint, unwritable out_dir), ConfigError (unknown format, --half
-    without onnx, a stem with folders in it), or ModelError (a file differs from eager by more than cfg.tolerance at some check size; nothing is then written).
+    without onnx, a stem with folders in it), or ModelError (a file differs from eager by more than cfg.tolerance at
+    some check size; nothing is then written).
     """
     start = time.perf_counter()
     unknown = sorted(set(cfg.formats) - set(MODEL_FORMATS))
     if unknown or not cfg.formats:
-        raise ConfigError(f"unknown export format {', '.join(unknown) or '(none)'}; choose from {', '.join(MODEL_FORMATS)}")
+        raise ConfigError(
+            f"unknown export format {', '.join(unknown) or '(none)'}; choose from {', '.join(MODEL_FORMATS)}"
+        )
     if cfg.half and "onnx" not in cfg.formats:
         raise ConfigError("--half writes an fp16 ONNX variant: include onnx in the formats")
     if stem is not None and (not stem or stem.startswith(".") or Path(stem).name != stem):
@@ -191,9 +197,13 @@ def _quiet_export():
     """Hide the exporters' known deprecation notices (both are still the right tools here; see docs/runtime.md);
     any other warning still shows."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message="You are using the legacy TorchScript-based ONNX export", category=DeprecationWarning
+        )
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings(
+            "ignore", message="The feature will be removed", category=DeprecationWarning, module=r"torch\.onnx"
+        )
         yield
 
 
@@ -211,7 +221,10 @@ def _to_onnx(graph: ClampedSRNet, opset: int) -> onnx.ModelProto:
             opset_version=opset,
             input_names=["input"],
             output_names=["output"],
-            dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "out_height", 3: "out_width"}},
+            dynamic_axes={
+                "input": {0: "batch", 2: "height", 3: "width"},
+                "output": {0: "batch", 2: "out_height", 3: "out_width"},
+            },
         )
     model = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(model, full_check=True)

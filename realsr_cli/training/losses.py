@@ -1,4 +1,4 @@
-"""The method's losses, one function per term of the paper (method.md), least-squares GAN everywhere.
+"""The method's losses, one function per term of the paper (docs/method.md), least-squares GAN everywhere.
 
 Every function returns a float32 scalar: inputs produced under autocast (bf16/fp16) are upcast before the
 difference is taken, so the reductions run in fp32. Scores are discriminator outputs of any shape (per patch
@@ -78,19 +78,11 @@ def l_rec(
     return loss
 
 
-def l_cyc(
-    source_hr: Tensor,
-    cycle_sr: Tensor,
-    *,
-    alpha: float = 0.0,
-    beta: float = 0.0,
-    fm: float = 0.0,
-    fea: Score | None = None,
-    critic: Critic | None = None,
-) -> Tensor:
+def l_cyc(source_hr: Tensor, cycle_sr: Tensor, **terms) -> Tensor:
     """L_cyc = |y_s - G_SR(E(G_t(E(x_s))))|_1 plus the same perceptual, adversarial and feature-matching terms as
-    L_rec (method.md's choice): the source image carried into the target style must still super-resolve to y_s."""
-    return l_rec(source_hr, cycle_sr, alpha=alpha, beta=beta, fm=fm, fea=fea, critic=critic)
+    L_rec (docs/method.md; `terms` are l_rec's keywords): the source image carried into the target style must still
+    super-resolve to y_s."""
+    return l_rec(source_hr, cycle_sr, **terms)
 
 
 def l_align_encoder(target_score: Tensor, source_score: Tensor) -> Tensor:

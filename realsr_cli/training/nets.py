@@ -9,7 +9,7 @@ Paper names -> names here, used everywhere in realsr:
     D_t   -> lr_disc       (real target LR vs generated x_{s->t})
     D_HR  -> hr_disc       (real HR vs super-resolved)
 Inference is `sr_decoder(encoder(x))`, wrapped as `SRNet` for export. The paper gives no layer-level design;
-the `paper` preset follows the public re-implementation described in method.md, `compact` is this project's.
+the `paper` preset follows the public re-implementation described in docs/method.md, `compact` is this project's.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class ArchConfig:
     growth: int = 32  # rrdb growth channels
     # one x scale step, or ESRGAN's x2 nearest + conv, repeated
     upsample: Literal["pixelshuffle", "nearest"] = "pixelshuffle"
-    hr_channels: int = 16  # pixelshuffle only: channels after the shuffle, smoothed by one HR conv; 0 = shuffle straight to RGB
+    hr_channels: int = (
+        16  # pixelshuffle only: channels after the shuffle, smoothed by one HR conv; 0 = shuffle straight to RGB
+    )
     # fully convolutional, LSGAN per patch; or strided VGG + BatchNorm + 2 linear
     disc: Literal["patch", "vgg"] = "patch"
     # D_HR's kind; "" = `disc`. "unet": Real-ESRGAN's U-Net critic with spectral normalisation, one score per pixel,
@@ -63,7 +65,15 @@ class ArchConfig:
             raise ModelError(f"scale must be a positive integer, got {self.scale}")
         if self.upsample == "nearest" and self.scale & (self.scale - 1):
             raise ModelError(f"nearest upsampling needs a power-of-two scale, got {self.scale}")
-        for key in ("channels", "encoder_blocks", "sr_blocks", "lr_blocks", "growth", "disc_channels", "hr_disc_channels"):
+        for key in (
+            "channels",
+            "encoder_blocks",
+            "sr_blocks",
+            "lr_blocks",
+            "growth",
+            "disc_channels",
+            "hr_disc_channels",
+        ):
             if getattr(self, key) < (1 if key == "channels" else 0):
                 raise ModelError(f"{key} must not be negative, got {getattr(self, key)}")
 
@@ -76,7 +86,7 @@ class ArchConfig:
 PRESETS: dict[str, ArchConfig] = {
     # the shipped model's family: ~0.44 M parameters in encoder + sr_decoder, fast on CPU
     "compact": ArchConfig(),
-    # method.md's public re-implementation: E = 5 convs, G_SR = 23 RRDB + nearest x2 twice, G_t = 10 RRDB,
+    # docs/method.md: the public re-implementation: E = 5 convs, G_SR = 23 RRDB + nearest x2 twice, G_t = 10 RRDB,
     # VGG discriminators; ~17 M parameters in encoder + sr_decoder
     "paper": ArchConfig(
         name="paper",
@@ -248,7 +258,8 @@ class LRDecoder(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """Fully convolutional LSGAN critic: (N, in_channels, H, W) -> (N, 1, H / 2**downsamples, W / 2**downsamples) scores.
+    """Fully convolutional LSGAN critic: (N, in_channels, H, W) -> (N, 1, H / 2**downsamples, W / 2**downsamples)
+    scores.
 
     `features(x)` returns the activations after each LeakyReLU and the scores, for feature matching."""
 
@@ -286,8 +297,12 @@ class UNetDiscriminator(nn.Module):
         sn = nn.utils.parametrizations.spectral_norm
         c = base
         self.conv0 = _conv(in_channels, c)
-        self.down = nn.ModuleList(sn(nn.Conv2d(a, b, 4, 2, 1, bias=False)) for a, b in ((c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c)))
-        self.up = nn.ModuleList(sn(nn.Conv2d(a, b, 3, 1, 1, bias=False)) for a, b in ((8 * c, 4 * c), (4 * c, 2 * c), (2 * c, c)))
+        self.down = nn.ModuleList(
+            sn(nn.Conv2d(a, b, 4, 2, 1, bias=False)) for a, b in ((c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c))
+        )
+        self.up = nn.ModuleList(
+            sn(nn.Conv2d(a, b, 3, 1, 1, bias=False)) for a, b in ((8 * c, 4 * c), (4 * c, 2 * c), (2 * c, c))
+        )
         self.tail = nn.ModuleList(sn(nn.Conv2d(c, c, 3, 1, 1, bias=False)) for _ in range(2))
         self.conv_out = _conv(c, 1)
         self.act = nn.LeakyReLU(0.2)  # not in place: the skips reuse the activations
@@ -323,8 +338,12 @@ class VGGDiscriminator(nn.Module):
         for i in range(downsamples):
             nxt = min(base * 2 ** (i + 1), base * 8)
             layers += [
-                nn.Conv2d(ch, ch, 4, 2, 1, bias=False), nn.BatchNorm2d(ch), _act(),
-                nn.Conv2d(ch, nxt, 3, 1, 1, bias=False), nn.BatchNorm2d(nxt), _act(),
+                nn.Conv2d(ch, ch, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch),
+                _act(),
+                nn.Conv2d(ch, nxt, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(nxt),
+                _act(),
             ]
             ch = nxt
         self.features = nn.Sequential(*layers)

@@ -60,7 +60,7 @@ def _draw_panel(draw, font, corner: tuple[int, int], key: str, points: list[tupl
     s_lo, s_hi = float(steps.min()), float(max(steps.max(), steps.min() + 1))
     xy = [
         (x0 + (s - s_lo) / (s_hi - s_lo) * _PANEL_W, y0 + _PANEL_H - (v - lo) / (hi - lo) * _PANEL_H)
-        for s, v in zip(steps, vals)
+        for s, v in zip(steps, vals, strict=True)
     ]
     colour = (214, 96, 24) if key.startswith("val_") else (31, 90, 180)
     if len(xy) > 1:
@@ -75,9 +75,18 @@ def _draw_panel(draw, font, corner: tuple[int, int], key: str, points: list[tupl
 
 
 _ORDER = (
-    "loss_g", "loss_d",
-    "l_rec", "l_cyc", "l_res", "l_idt", "l_align", "l_sty", "l_grid",
-    "d_align", "d_sty", "d_adv",
+    "loss_g",
+    "loss_d",
+    "l_rec",
+    "l_cyc",
+    "l_res",
+    "l_idt",
+    "l_align",
+    "l_sty",
+    "l_grid",
+    "d_align",
+    "d_sty",
+    "d_adv",
     "lr",
 )
 

@@ -1,4 +1,4 @@
-"""`Trainer(cfg).fit()`: the method's alternating generator and discriminator steps (method.md), the learning-rate
+"""`Trainer(cfg).fit()`: the method's alternating generator and discriminator steps (docs/method.md), the learning-rate
 schedule, per-step logging, validation, checkpoints, warm start and bit-exact resume.
 
 The run folder's layout and bookkeeping live in `run_folder`, the checkpoint file in `checkpoint`, the loss chart
@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -230,9 +230,14 @@ class Trainer:
             warn=self._warn,
         )
         self.data_fingerprint = self.data.fingerprint()
-        if resume_from is not None and resume_from.provenance.get("data_fingerprint") not in (None, self.data_fingerprint):
-            self._warn("the data folders changed since this run started (files added, removed or modified): "
-                       "the resumed run will not draw the crops an uninterrupted run would have")
+        if resume_from is not None and resume_from.provenance.get("data_fingerprint") not in (
+            None,
+            self.data_fingerprint,
+        ):
+            self._warn(
+                "the data folders changed since this run started (files added, removed or modified): "
+                "the resumed run will not draw the crops an uninterrupted run would have"
+            )
         if cfg.val_lr and cfg.val_hr:
             self.val_pairs = load_val_pairs(cfg.val_lr, cfg.val_hr, self.arch.scale)
 
@@ -240,7 +245,11 @@ class Trainer:
         """The active networks, their optimizers (and fp16 GradScalers) and moving averages, restored from
         `resume_from` or with generators warm-started from `init_from`."""
         cfg = self.cfg
-        if self.device.type == "cpu" and self.amp_dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if (
+            self.device.type == "cpu"
+            and self.amp_dtype == torch.bfloat16
+            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ):
             self._warn("this CPU has no native bf16 (AVX512-BF16 or AMX): amp = bf16 will be slower than fp32")
         # all six are built from the seed, then the unused dropped: every config draws the same initial weights
         torch.manual_seed(cfg.seed)
@@ -257,7 +266,9 @@ class Trainer:
         elif init_from is not None:
             self._warm_start(init_from)
         if cfg.ema:
-            self.ema = {r: copy.deepcopy(net).requires_grad_(False) for r, net in self.nets.items() if r in GENERATOR_ROLES}
+            self.ema = {
+                r: copy.deepcopy(net).requires_grad_(False) for r, net in self.nets.items() if r in GENERATOR_ROLES
+            }
             for role, average in self.ema.items():
                 if resume_from is not None and role in resume_from.ema_states:
                     average.load_state_dict(resume_from.ema_states[role])
@@ -311,10 +322,10 @@ class Trainer:
         names = list(g_terms) + list(d_terms)
         values = torch.stack([t.float() for t in (*g_terms.values(), *d_terms.values())]).tolist()  # one sync
         self.step += 1
-        record = {"step": self.step, **dict(zip(names, values)), "lr": lr}
+        record = {"step": self.step, **dict(zip(names, values, strict=True)), "lr": lr}
         # fp16: an overflowing step is expected now and then, and GradScaler skips it; otherwise stop before saving
         if not self.scalers and not all(math.isfinite(v) for v in values):
-            bad = ", ".join(k for k, v in zip(names, values) if not math.isfinite(v))
+            bad = ", ".join(k for k, v in zip(names, values, strict=True) if not math.isfinite(v))
             raise ModelError(f"training diverged at step {self.step}: {bad} not finite (lower the learning rate)")
         return record
 
@@ -415,7 +426,9 @@ class Trainer:
         terms = {}
         with self._autocast():
             if "feature_disc" in n:
-                terms["d_align"] = l_align_disc(n["feature_disc"](fakes["target_feat"]), n["feature_disc"](fakes["source_feat"]))
+                terms["d_align"] = l_align_disc(
+                    n["feature_disc"](fakes["target_feat"]), n["feature_disc"](fakes["source_feat"])
+                )
             if "lr_disc" in n:
                 fake, real = self._sty_view(fakes["fake_target_lr"]), self._sty_view(x["target_lr"])
                 terms["d_sty"] = l_sty_disc(n["lr_disc"](fake), n["lr_disc"](real))
@@ -432,7 +445,9 @@ class Trainer:
         return lr
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
 
     def _set_lr(self) -> float:
         lr = self.cfg.optim.lr_at(self.step, self.cfg.optim.lr)
@@ -508,7 +523,9 @@ class Trainer:
             log.close()
         # the run's result in shippable form: the best validated weights when there were validations
         release_checkpoint(load_checkpoint(self.run.release_source()), self.run.model)
-        self.report(TrainEvent("done", self.step, cfg.iters, {"wall_time_s": self.wall_time}, message=str(self.run.model)))
+        self.report(
+            TrainEvent("done", self.step, cfg.iters, {"wall_time_s": self.wall_time}, message=str(self.run.model))
+        )
         return self.run.last
 
     def _report_start(self) -> None:
@@ -517,7 +534,9 @@ class Trainer:
         if self.data.target_lr is not None:
             values["target_images"] = float(len(self.data.target_lr))
         values["val_pairs"] = float(len(self.val_pairs))
-        self.report(TrainEvent("start", self.step, self.cfg.iters, values, message=f"{self.device}, {amp_name(self.amp_dtype)}"))
+        self.report(
+            TrainEvent("start", self.step, self.cfg.iters, values, message=f"{self.device}, {amp_name(self.amp_dtype)}")
+        )
 
     def _validate_and_log(self, log) -> None:
         scores = self.validate()
@@ -530,7 +549,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean PSNR-Y and SSIM-Y (4-pixel border) of the in-memory E + G_SR, in fp32, on the full validation LR images."""
+        """Mean PSNR-Y and SSIM-Y (4-pixel border) of the in-memory E + G_SR (its EMA where kept), in fp32, on the
+        full validation LR images."""
         from realsr_cli.quality.metrics import psnr, ssim
 
         nets = self.ema or self.nets  # the weights that ship
@@ -579,7 +599,9 @@ class Trainer:
             device += f" ({torch.cuda.get_device_name(self.device)})"
         return {
             "trained_by": "realsr train",
-            "method": "baseline: L_rec pixel L1 on bicubic pairs" if cfg.baseline else "Wang et al. ICCV 2021 domain adaptation",
+            "method": "baseline: L_rec pixel L1 on bicubic pairs"
+            if cfg.baseline
+            else "Wang et al. ICCV 2021 domain adaptation",
             "source_hr": cfg.source_hr,
             "target_lr": cfg.target_lr if cfg.needs_target else None,
             "val_lr": cfg.val_lr,
@@ -595,7 +617,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "amp": amp_name(self.amp_dtype),
             "best_val_psnr_y": self.best_val,
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": {
                 "realsr": __version__,
                 "torch": str(torch.__version__),  # TorchVersion: a class weights-only loads refuse

@@ -98,4 +98,3 @@ def load_vgg19_features(alpha: float | None = None) -> VGG19Features:
         first = str(err).strip().splitlines()[0]
         raise ModelError(f"{path}: VGG19 weights do not fit VGG19 ({first})") from err
     return net.requires_grad_(False).eval()
-

@@ -15,12 +15,12 @@ import importlib.util
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from realsr_cli import host
-from realsr_cli.config import UpscaleConfig
+from realsr_cli.config import ModelFormat, UpscaleConfig
 from realsr_cli.errors import ConfigError, InputError
 from realsr_cli.inference.runtime.onnx import OnnxBackend
 from realsr_cli.inference.runtime.torchscript import TorchScriptBackend
@@ -41,9 +41,9 @@ class Backend(Protocol):
     """
 
     spec: ModelSpec
-    name: str  # "onnx" or "torchscript"
-    device: str  # "cpu" or "cuda"
-    precision: str  # "fp32", "fp16" or "bf16": the arithmetic the model runs in (inputs and outputs stay fp32)
+    name: ModelFormat
+    device: Literal["cpu", "cuda"]
+    precision: Literal["fp32", "fp16", "bf16"]  # the arithmetic the model runs in (inputs and outputs stay fp32)
     path: Path  # the file actually loaded (an fp16/fp32 sibling may stand in for the one asked for)
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
