@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from realsr_cli.config import DegradationConfig
+from realsr_cli.photo.pixels import quantize
 from realsr_cli.photo.write import write_image
 from realsr_cli.quality.datasets import list_images, read_rgb8
 
@@ -104,7 +105,7 @@ def _between(bounds: tuple[float, float], u: float) -> float:
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return quantize(img, np.uint8, scale=1.0)  # values are 8-bit levels already
 
 
 def _resize(img: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
