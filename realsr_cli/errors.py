@@ -3,6 +3,8 @@
 No torch here.
 """
 
+import signal
+
 
 class RealSRError(Exception):
     """Base of every error realsr reports to a user."""
@@ -36,3 +38,5 @@ class BackendError(RealSRError):
 
 EXIT_SOME_FAILED = 6  # a batch finished but at least one input failed
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+# stopped like Ctrl-C (KeyboardInterrupt, EXIT_INTERRUPTED): a polite kill and a closed terminal must clean up too
+INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))

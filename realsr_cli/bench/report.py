@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from realsr_cli._files import atomic_write
 from realsr_cli.errors import InputError
 
 SIZE_LABELS = {"efficiency": "efficiency {mp:g} MP", "peak_rss_mib": "peak RSS {mp:g} MP (MiB)"}  # Markdown rows
@@ -99,13 +100,15 @@ def _rows(result: dict):
 
 
 def save_report(report: dict, json_path: str | os.PathLike | None, markdown_path: str | os.PathLike | None) -> None:
-    """Write the report as JSON and/or Markdown (parent folders made). Raises InputError for an unwritable file."""
+    """Write the report as JSON and/or Markdown (parent folders made, each file atomically). Raises InputError for an
+    unwritable file."""
     renders = ((json_path, lambda: json.dumps(report, indent=2) + "\n"), (markdown_path, lambda: to_markdown(report)))
     for path, render in renders:
         if path is None:
             continue
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(render())
         except OSError as err:
             raise InputError(f"{path}: cannot write the report ({err.strerror})") from err
+        with atomic_write(path) as fh:
+            fh.write(render().encode())

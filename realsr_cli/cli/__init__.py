@@ -6,16 +6,18 @@ No torch here: `realsr --help` and ONNX upscaling never import it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 
 import click
 from rich.markup import escape
 
 from realsr_cli import __version__
-from realsr_cli.cli._console import console
-from realsr_cli.errors import EXIT_INTERRUPTED, EXIT_SOME_FAILED, RealSRError
+from realsr_cli.cli._console import console, route_warnings
+from realsr_cli.errors import EXIT_INTERRUPTED, EXIT_SOME_FAILED, INTERRUPT_SIGNALS, RealSRError
 
 # subcommand -> "module:attribute", imported only when that subcommand runs (hatch/click LazyGroup style)
 COMMANDS = {
@@ -28,8 +30,9 @@ COMMANDS = {
     "degrade": "realsr_cli.cli.degrade:degrade_command",
 }
 
-EPILOG = f"""Exit codes: 0 success; 1 error; 2 bad usage or config; 3 bad input (image, checkpoint, folder);
-4 model error; 5 backend error; {EXIT_SOME_FAILED} some inputs of a batch failed; {EXIT_INTERRUPTED} interrupted.
+EPILOG = f"""Exit codes: 0 success; 1 error; 2 bad usage or config; 3 bad input (image, checkpoint, folder) or
+unwritable output (full disk); 4 model error; 5 backend error; {EXIT_SOME_FAILED} some inputs of a batch failed;
+{EXIT_INTERRUPTED} interrupted (Ctrl-C, SIGTERM, SIGHUP).
 Set REALSR_DEBUG=1 for a full traceback."""
 
 
@@ -57,7 +60,8 @@ class RealSRGroup(click.Group):
             console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]")
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                console.print("[yellow]interrupted[/]")
             ctx.exit(EXIT_INTERRUPTED)
 
 
@@ -66,7 +70,21 @@ class RealSRGroup(click.Group):
 @click.version_option(__version__, prog_name="realsr")
 def cli() -> None:
     """Upscale real-world photos x4, export models, and train them on your own unpaired photos."""
+    route_warnings()
 
 
 def main() -> None:
+    interrupt_on_signals()
     cli(prog_name="realsr")
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as SIGINT does: temporary files are removed, a training run saves
+    at its next step, and the exit code is EXIT_INTERRUPTED. A signal ignored at start (nohup) stays ignored."""
+    for sig in INTERRUPT_SIGNALS:
+        if sig != signal.SIGINT and signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

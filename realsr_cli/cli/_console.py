@@ -5,6 +5,8 @@ Messages and progress go to stderr, so stdout stays clean for --json. No torch h
 
 from __future__ import annotations
 
+import logging
+import warnings as py_warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -25,6 +27,20 @@ def notice(message: str) -> None:
 def warning(message: str) -> None:
     """Warn about something the user may want to fix; one line, however long, so logs can be searched."""
     console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def route_warnings() -> None:
+    """Python warnings (torch's, Pillow's) print as one-line warnings through this console instead of Python's two
+    raw lines; those raised while an image is decoded reach the user as that file's warnings instead. tifffile's
+    log lines about a malformed layout are dropped: realsr's own layout check names the file and the fault."""
+    py_warnings.showwarning = _show_warning
+    tifffile_log = logging.getLogger("tifffile")
+    if not tifffile_log.handlers:
+        tifffile_log.addHandler(logging.NullHandler())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    warning(f"{' '.join(str(message).split())} ({category.__name__})")
 
 
 def progress_bar(quiet: bool = False) -> Progress:

@@ -126,11 +126,14 @@ class Job:
         self.photo = None
         self.upscaled = None
         self.error = err
+        message = str(err)
+        if str(self.item.path) not in message:  # "JPEG cannot hold a 500x193664 image" must say which input
+            message = f"{self.item.path}: {message}"
         self.result = UpscaleResult(
             src=self.item.path,
             status="failed",
             dst=self.dst,
-            error=str(err),
+            error=message,
             exit_code=err.exit_code,
             seconds=time.perf_counter() - self.started if self.started else 0.0,
             timings=self.timings,
@@ -196,6 +199,7 @@ class _Pipeline:
         self.decoded: queue.Queue[Job] = queue.Queue()
         self.decode_slot = threading.Semaphore(1)  # decode at most one image ahead of inference
         self.claimed: dict[Path, Path] = {}  # output path -> the input writing it (only the decode thread uses it)
+        self.inputs = {item.path.resolve() for item in items if item.error is None}  # no output may replace one
         self.to_encode: queue.Queue[Job | None] = queue.Queue()
         self.done: queue.Queue[Job] = queue.Queue()
         self.yielded = 0
@@ -253,18 +257,29 @@ class _Pipeline:
             return
         photo = self.up.decode(item.path)
         job.fmt, job.dst = self._destination(item, photo.format)
-        claimed_by = self.claimed.setdefault(job.dst.resolve(), item.path)
-        if claimed_by != item.path:  # photo.jpg and photo.png in one folder, both written as photo_x4.png
-            raise InputError(
-                f"{item.path}: its output {job.dst} is already the output of {claimed_by} in this batch "
-                "(rename one of them, or keep each input's format with --format same)"
-            )
+        self._claim(item, job.dst)
         job.timings["decode"] = time.perf_counter() - job.started
         if self.options.skip_existing and self._skipped(job, job.dst):  # the real format differed from the guess
             return
         job.image_plan = self.up.plan_image(photo)
         check_output_size(job.fmt, *job.image_plan.output_size)  # before the work, not after
         job.photo = photo
+
+    def _claim(self, item: InputItem, dst: Path) -> None:
+        """Make `dst` the output of `item`, refusing an output that is an input of this batch or another input's
+        output (`realsr upscale z.png z_x4.png` would replace the input z_x4.png with z.png's upscale)."""
+        key = dst.resolve()
+        if key in self.inputs:
+            raise InputError(
+                f"{item.path}: its output {dst} is an input of this batch; an output never replaces an input "
+                "(leave that file out, or write the outputs elsewhere with -o)"
+            )
+        claimed_by = self.claimed.setdefault(key, item.path)
+        if claimed_by != item.path:  # photo.jpg and photo.png in one folder, both written as photo_x4.png
+            raise InputError(
+                f"{item.path}: its output {dst} is already the output of {claimed_by} in this batch "
+                "(rename one of them, or keep each input's format with --format same)"
+            )
 
     def _destination(self, item: InputItem, source_format: str) -> tuple[str, Path]:
         """The output format and path of `item`, whose source is in `source_format`. A path the caller named is

@@ -2,15 +2,22 @@
 
 Owns the reading policy: EXIF orientation applied (and reset to 1 in the EXIF carried over), ICC profile and
 EXIF kept, alpha kept, 16-bit PNG/TIFF kept at 16 bits, grayscale kept, palette/CMYK converted, animated images
-reduced to their first frame, decompression bombs refused before decoding. Pure numpy/Pillow/pypng/tifffile; no
-torch here.
+reduced to their first frame, decompression bombs refused before decoding, and a file with less pixel data than
+its header claims refused (Pillow and pypng fill or stop quietly), at a cost bounded by the file's size. Python
+warnings raised while decoding (Pillow's, on odd metadata) become the photo's warnings. Pure
+numpy/Pillow/pypng/tifffile; no torch here.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
+import struct
 import threading
+import warnings as py_warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +45,27 @@ _PNG16_LOW_BYTES = {("RGB", "RGB;16B"): "RGB;16L", ("RGBA", "RGBA;16B"): "RGBA;1
 
 # Image.MAX_IMAGE_PIXELS is a Pillow global: one lock so concurrent reads cannot restore each other's value
 _PILLOW_LIMIT_LOCK = threading.Lock()
+
+# the list a decoding thread collects Python warnings into (None: not decoding)
+_COLLECTING = threading.local()
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+# deflate's ceiling: a 258-byte match costs at least 2 bits, so no stream expands more than 1032-fold
+_DEFLATE_MAX_RATIO = 1032
+_INFLATE_STEP = 1 << 20  # bytes inflated at a time while counting a PNG's pixel data
+
+_JPEG_HUFFMAN_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive
+# Huffman coding spends at least one bit on every 8x8 block (a 1-bit DC code), so a byte holds at most 512 pixels
+_JPEG_MAX_PIXELS_PER_BYTE = 512
+_JPEG_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # stuffed FF 00 and restart markers are scan data
+# libjpeg fills a scan that meets a marker early with zero bits (then grey) and only warns. Scan data followed by
+# these bytes instead decodes exactly as the whole file when its data is complete: libjpeg reads them only as
+# lookahead (57 bits) behind its last code. When blocks are missing it decodes them from these bits, which gives
+# pixels that differ between the fill and its inverse, or runs out and reports a truncated file. No FF (a marker).
+_JPEG_FILL = bytes.fromhex("5a3c96e1c3a5695a0f783ca5d2b4e196")
+_JPEG_FILL_INVERTED = bytes(b ^ 0xFF for b in _JPEG_FILL)  # every bit the other way (still no FF)
+_JPEG_EOI = b"\xff\xd9"
 
 
 @dataclass
@@ -69,7 +97,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int) -> Photo:
 
     The pixel count is checked against `max_pixels` from the header, before any pixel is decoded.
     Raises InputError (one line naming the file) for a missing, empty, unreadable, unidentifiable, corrupt,
-    truncated or too large file, or a pixel format realsr cannot represent.
+    truncated or too large file, one with less pixel data than its header claims, or a pixel format realsr cannot
+    represent. Python warnings raised while reading it (Pillow's) become the photo's `warnings`.
     """
     path = Path(path)
     if path.is_dir():
@@ -81,22 +110,15 @@ def read_image(path: str | os.PathLike, *, max_pixels: int) -> Photo:
         raise InputError(f"{path}: no such file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from err
-    try:
-        with _pillow_limit_off():
-            im = Image.open(path)  # reads the header only
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not an image realsr can read (unknown or unsupported format)") from None
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror or err})") from err
-    except Exception as err:  # a plugin choking on a malformed header
-        raise InputError(f"{path}: corrupt image header ({err})") from err
-    with im:
+    warnings: list[str] = []
+    with _collect_warnings(warnings), _open(path) as im:
         _check_pixels(path, im.size, max_pixels)
         try:
             with _pillow_limit_off():  # GIF and APNG seek to find out, and Pillow checks its limit on each seek
                 # multi-picture JPEGs (MPO) carry a preview or depth map as frame 2: photos, not animations
                 animated = im.format != "MPO" and getattr(im, "is_animated", False)
-            warnings = [_ANIMATED] if animated else []
+            if animated:
+                warnings.insert(0, _ANIMATED)
             color, alpha, gray = _decode(path, im, warnings)
             # after decoding: Pillow's TIFF load applies the orientation itself and drops the tag
             orientation, exif = _read_exif(im, warnings)
@@ -106,6 +128,19 @@ def read_image(path: str | os.PathLike, *, max_pixels: int) -> Photo:
             raise InputError(f"{path}: corrupt or truncated image ({err})") from err
         icc = None if im.mode == "CMYK" else im.info.get("icc_profile") or None
     return _finish(color, alpha, gray, orientation, exif, icc, _source_format(im), warnings)
+
+
+def _open(path: Path) -> Image.Image:
+    """Open an image file, reading its header only. Raises InputError."""
+    try:
+        with _pillow_limit_off():
+            return Image.open(path)
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{path}: not an image realsr can read (unknown or unsupported format)") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from err
+    except Exception as err:  # a plugin choking on a malformed header
+        raise InputError(f"{path}: corrupt image header ({err})") from err
 
 
 def photo_from_pil(image: Image.Image) -> Photo:
@@ -171,13 +206,18 @@ def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
         raise InputError(
-            f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
-            f"above the {max_pixels / 1e6:.1f} MP limit (--max-pixels)"
+            f"{path}: {width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,} (--max-pixels)"
         )
 
 
 def _decode(path: Path, im: Image.Image, warnings: list[str]) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """(color (H, W, 1|3) uint8/uint16, alpha (H, W) of the same dtype or None, grayscale), not yet oriented."""
+    if im.format == "PNG":
+        _check_png_data(path)
+    if im.format == "TIFF":
+        _check_tiff_layout(path)
+    if im.format in ("JPEG", "MPO"):
+        return _decode_jpeg(path, im, warnings)
     if im.format == "PNG" and _png_bit_depth(path) == 16:
         low_rawmode = _PNG16_LOW_BYTES.get((im.mode, im.tile[0][3])) if len(im.tile) == 1 else None
         if low_rawmode and "transparency" not in im.info:
@@ -196,6 +236,253 @@ def _png_bit_depth(path: Path) -> int:
     return header[24] if len(header) == 25 else 8
 
 
+def _check_png_data(path: Path) -> None:
+    """Refuse a PNG whose pixel data cannot fill the image its header claims, or whose IDAT checksum is wrong.
+
+    Pillow takes a zlib stream that ends early as the end of the image (black rows follow) and skips IDAT
+    checksums, while pypng rejects them: one strict rule for every PNG path. A claim no file of this size can
+    hold is refused before inflating anything; otherwise the data is inflated a megabyte at a time and counted.
+    """
+    with open(path, "rb") as fh:
+        ihdr, idats = _png_chunks(fh)
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+        needed = _png_raw_size(width, height, depth * _PNG_CHANNELS.get(colour, 1), interlace)
+        if needed > _DEFLATE_MAX_RATIO * (sum(length for _, length in idats) + 1):
+            raise InputError(
+                f"{path}: corrupt PNG: its header claims {width}x{height}, more than its pixel data can hold"
+            )
+        inflater, inflated = zlib.decompressobj(), 0
+        for offset, length in idats:
+            fh.seek(offset)
+            chunk, crc = fh.read(4 + length), fh.read(4)
+            if len(crc) < 4:
+                break  # the file ends inside its pixel data
+            if zlib.crc32(chunk) != int.from_bytes(crc, "big"):
+                raise InputError(f"{path}: corrupt PNG: checksum error in its pixel data (IDAT)")
+            inflated += _inflated_size(path, inflater, chunk[4:], needed - inflated)
+            if inflated >= needed:
+                return
+    raise InputError(
+        f"{path}: truncated PNG: its pixel data fills {100 * inflated // needed}% of the {width}x{height} "
+        "its header claims"
+    )
+
+
+def _png_chunks(fh) -> tuple[bytes, list[tuple[int, int]]]:
+    """(IHDR's 13 bytes, (offset of the type, data length) of each IDAT chunk), read up to IEND or the file's end."""
+    fh.seek(8)  # the signature, checked by Pillow
+    ihdr, idats = b"", []
+    while len(head := fh.read(8)) == 8:
+        length, kind = int.from_bytes(head[:4], "big"), head[4:]
+        if kind == b"IHDR":
+            ihdr = fh.read(13)
+            fh.seek(length - 13 + 4, os.SEEK_CUR)
+        else:
+            if kind == b"IDAT":
+                idats.append((fh.tell() - 4, length))
+            elif kind == b"IEND":
+                break
+            fh.seek(length + 4, os.SEEK_CUR)
+    return ihdr.ljust(13, b"\0"), idats
+
+
+def _png_raw_size(width: int, height: int, bits_per_pixel: int, interlace: int) -> int:
+    """Bytes of filtered pixel data a PNG of this size holds: a filter byte and the packed pixels of each row."""
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            total += h * (1 + -(-w * bits_per_pixel // 8))
+    return total
+
+
+def _inflated_size(path: Path, inflater, data: bytes, wanted: int) -> int:
+    """Bytes `data` inflates to, counted up to `wanted`, a bounded piece at a time."""
+    produced = 0
+    try:
+        while data and produced < wanted:
+            produced += len(inflater.decompress(data, _INFLATE_STEP))
+            data = inflater.unconsumed_tail
+    except zlib.error as err:
+        raise InputError(f"{path}: corrupt PNG: its pixel data does not decompress ({err})") from err
+    return produced
+
+
+def _check_tiff_layout(path: Path) -> None:
+    """Refuse a TIFF whose strips or tiles cannot fill the image its header claims: fewer than its size needs,
+    reaching past the end of the file, or uncompressed and short (Pillow and tifffile fill the rest with black)."""
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            needed, offsets, counts = math.prod(page.chunked), page.dataoffsets, page.databytecounts
+            whole_bytes = page.compression == 1 and page.bitspersample % 8 == 0
+            short = (
+                min(len(offsets), len(counts)) < needed
+                or any(offset + count > size for offset, count in zip(offsets, counts, strict=False))
+                or (whole_bytes and sum(counts) < page.nbytes)
+                or (page.compression == 7 and _tiff_jpeg_short(tif.filehandle, page))
+            )
+            width, height = page.imagewidth, page.imagelength
+    except (tifffile.TiffFileError, ValueError, IndexError, AttributeError, OSError):
+        return  # a layout tifffile cannot parse: Pillow's decoder has the last word
+    if short:
+        raise InputError(f"{path}: truncated TIFF: its pixel data cannot fill the {width}x{height} its header claims")
+
+
+def _tiff_jpeg_short(fh, page) -> bool:
+    """Whether a JPEG-compressed TIFF strip or tile codes fewer columns or rows than its place in the image needs
+    (its JPEG frame header says how many; libtiff only warns and fills the rest)."""
+    if page.is_tiled:
+        sizes = [(page.tilewidth, page.tilelength)] * len(page.dataoffsets)
+    else:
+        rows = min(page.rowsperstrip or page.imagelength, page.imagelength)
+        per_plane = -(-page.imagelength // rows)
+        sizes = [(page.imagewidth, min(rows, page.imagelength - i % per_plane * rows)) for i in range(per_plane)]
+        sizes *= -(-len(page.dataoffsets) // per_plane)
+    for offset, count, (width, height) in zip(page.dataoffsets, page.databytecounts, sizes, strict=False):
+        fh.seek(offset)
+        frame = _jpeg_frame_size(fh.read(min(count, 1 << 16)))
+        if frame is not None and (frame[0] < width or frame[1] < height):
+            return True
+    return False
+
+
+def _jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG stream's SOF segment, or None when its headers do not reach one."""
+    pos = 2
+    while pos + 9 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        if marker in (0xDA, 0xD9):
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def _decode_jpeg(path: Path, im: Image.Image, warnings: list[str]):
+    """Decode a JPEG, refusing one whose image data ends before the size its header claims.
+
+    A single-scan Huffman JPEG (most cameras', and what realsr writes) is decoded with its end marker replaced by
+    fill bits, twice, with every fill bit the other way round the second time: complete data decodes to Pillow's
+    pixels both times (the fill is only lookahead), while missing blocks decode from the fill (pixels that differ)
+    or make libjpeg ask for more data (a truncation error) instead of being filled with grey. A progressive JPEG's
+    first DC scan, which spends at least one code on every block, is checked the same way at 1/8 scale (DC only,
+    an end marker after the fill). The cost is one more decode (an eighth of the work for progressive files);
+    other JPEGs only get the bound on pixels per byte.
+    """
+    data = path.read_bytes()
+    sof, kind, scan_end = _jpeg_scan(data)
+    width, height = im.size
+    if sof in _JPEG_HUFFMAN_SOF and width * height > _JPEG_MAX_PIXELS_PER_BYTE * len(data):
+        raise InputError(f"{path}: corrupt JPEG: its header claims {width}x{height}, more than its data can hold")
+    if kind == "dc":
+        head = data[:scan_end]
+        if not np.array_equal(
+            _jpeg_dc_pixels(head + _JPEG_FILL + _JPEG_EOI), _jpeg_dc_pixels(head + _JPEG_FILL_INVERTED + _JPEG_EOI)
+        ):
+            raise _jpeg_short(path, width, height)
+    if kind != "scan":
+        return _pillow_pixels(path, im, warnings)
+    strict = _jpeg_strict(path, data[:scan_end] + _JPEG_FILL, width, height)
+    with strict, _jpeg_strict(path, data[:scan_end] + _JPEG_FILL_INVERTED, width, height) as inverted:
+        if not np.array_equal(np.asarray(strict), np.asarray(inverted)):
+            raise _jpeg_short(path, width, height)
+        return _pillow_pixels(path, strict, warnings)
+
+
+def _jpeg_short(path: Path, width: int, height: int) -> InputError:
+    return InputError(f"{path}: truncated JPEG: its image data ends before the {width}x{height} its header claims")
+
+
+def _jpeg_strict(path: Path, data: bytes, width: int, height: int) -> Image.Image:
+    """The JPEG in `data` opened and decoded; a truncation error (its data ran out) is an InputError."""
+    with _pillow_limit_off():
+        im = Image.open(io.BytesIO(data), formats=["JPEG"])
+    try:
+        im.load()
+    except OSError as err:
+        im.close()
+        if "truncated" not in str(err):
+            raise
+        raise _jpeg_short(path, width, height) from err
+    return im
+
+
+def _jpeg_dc_pixels(data: bytes) -> np.ndarray:
+    """The pixels of a JPEG decoded at 1/8 scale, where each 8x8 block is its DC coefficient."""
+    with _pillow_limit_off():
+        im = Image.open(io.BytesIO(data), formats=["JPEG"])
+    with im:
+        im.draft(im.mode, (1, 1))
+        im.load()
+        return np.asarray(im)
+
+
+def _jpeg_scan(data: bytes) -> tuple[int | None, str | None, int]:
+    """(the frame's SOF marker or None, what to check, where the scan data to check ends).
+
+    "scan": a sequential Huffman JPEG whose one scan holds every component and ends at the end of image; "dc": a
+    progressive JPEG whose first scan is a first DC scan of every component; None (and 0) for anything else.
+    """
+    pos, sof, components = 2, None, -1
+    while pos + 10 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # fill byte or a marker without a length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
+            sof, components = marker, data[pos + 9]
+        elif marker == 0xDA:
+            count = data[pos + 4]
+            header_end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+            end = _JPEG_MARKER.search(data, header_end)
+            if end is None or count != components:
+                return sof, None, 0
+            if sof in (0xC0, 0xC1) and data[end.end() - 1] == 0xD9:  # more scans (or DNL) may not follow
+                return sof, "scan", end.start()
+            spectral = data[pos + 5 + 2 * count : pos + 8 + 2 * count]  # Ss, Se, Ah|Al
+            if sof == 0xC2 and len(spectral) == 3 and spectral[0] == spectral[1] == 0 and spectral[2] >> 4 == 0:
+                return sof, "dc", end.start()
+            return sof, None, 0
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return sof, None, 0
+
+
+@contextmanager
+def _collect_warnings(into: list[str]) -> Iterator[None]:
+    """Python warnings this thread raises meanwhile (Pillow's, on odd metadata) are appended to `into`, one line
+    each, instead of printed; other threads' warnings go where they went before."""
+    if not getattr(py_warnings.showwarning, "realsr_collector", False):
+        py_warnings.showwarning = _collector(py_warnings.showwarning)
+    _COLLECTING.into = into
+    try:
+        yield
+    finally:
+        _COLLECTING.into = None
+
+
+def _collector(previous):
+    """A `warnings.showwarning` that feeds the decoding thread's list and passes anything else to `previous`."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        into = getattr(_COLLECTING, "into", None)
+        if into is None:
+            return previous(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if text not in into:
+            into.append(text)
+
+    show.realsr_collector = True
+    return show
+
+
 def _decode_png16_pillow(path: Path, im: Image.Image, low_rawmode: str):
     im.load()
     high = np.asarray(im)
@@ -212,13 +499,13 @@ def _decode_png16_pillow(path: Path, im: Image.Image, low_rawmode: str):
 
 def _decode_png16_pypng(path: Path):
     """16-bit gray, gray+alpha, and colour with a tRNS colour key, read with pypng (raw values, no sBIT rescale)."""
-    reader = png.Reader(filename=str(path))
-    width, height, rows, info = reader.read()
-    planes = info["planes"]
-    pixels = np.empty((height, width * planes), np.uint16)
-    count = 0
-    for count, row in enumerate(rows, start=1):
-        pixels[count - 1] = np.frombuffer(row, np.uint16)
+    with open(path, "rb") as fh:  # pypng would leave a file it opened to the garbage collector
+        width, height, rows, info = png.Reader(file=fh).read()
+        planes = info["planes"]
+        pixels = np.empty((height, width * planes), np.uint16)
+        count = 0
+        for count, row in enumerate(rows, start=1):
+            pixels[count - 1] = np.frombuffer(row, np.uint16)
     if count != height:  # pypng stops quietly when the compressed stream ends early
         raise InputError(f"{path}: corrupt or truncated image ({count} of {height} rows)")
     pixels = pixels.reshape(height, width, planes)

@@ -106,23 +106,17 @@ def _pillow_options(fmt: str, quality: int, compress_level: int) -> dict[str, ob
 
 @contextmanager
 def _output_file(path: Path) -> Iterator[BinaryIO]:
-    """The open file `write_image` encodes into, made atomic by `atomic_write` (missing folders created); every
-    failure becomes a one-line InputError naming the folder or file."""
+    """The open file `write_image` encodes into, made atomic and write-checked by `atomic_write` (missing folders
+    created); every failure becomes a one-line InputError naming the folder or file."""
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from err
     try:
-        with atomic_write(path) as temp:
-            try:
-                # "xb", not mkstemp: the file gets the user's umask permissions instead of mkstemp's 0600
-                fh = open(temp, "xb")
-            except OSError as err:
-                raise InputError(f"{folder}: cannot write to the output folder ({err.strerror or err})") from err
-            with fh:
-                yield fh
-    except OSError as err:  # the encoder's writes or the final rename
+        with atomic_write(path) as fh:
+            yield fh
+    except OSError as err:  # an encoder's own error (atomic_write reports failed writes itself)
         raise InputError(f"{path}: cannot write ({err.strerror or err})") from err
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from realsr_cli._files import atomic_write
 from realsr_cli.config import DegradationConfig
 from realsr_cli.photo.pixels import quantize
 from realsr_cli.photo.write import write_image
@@ -94,7 +95,8 @@ def make_degraded_pairs(
         "source": str(hr_dir),
         "images": records,
     }
-    (out_dir / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    with atomic_write(out_dir / "recipe.json") as fh:
+        fh.write((json.dumps(recipe, indent=2) + "\n").encode())
     return records
 
 

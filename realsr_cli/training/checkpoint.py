@@ -9,7 +9,9 @@ Its keys: "format", "version", "arch", "spec", "states", "ema_states", "step", "
 from __future__ import annotations
 
 import copy
+import io
 import os
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -103,7 +105,8 @@ def save_checkpoint(
     provenance: dict | None = None,
     ema: dict[str, nn.Module] | None = None,
 ) -> Path:
-    """Write a self-describing checkpoint atomically (temp file + rename), loadable with weights_only=True.
+    """Write a self-describing checkpoint atomically (temp file + rename), loadable with weights_only=True; a full
+    disk is an InputError and leaves the previous file in place.
 
     `networks` maps roles (GENERATOR_ROLES, DISCRIMINATOR_ROLES) to modules; `optimizers` maps names to optimizer
     state dicts; `config` is the training config as plain data; `provenance` says where the weights came from;
@@ -129,8 +132,11 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    # into memory first: torch's own file writer reports a full disk as a vague RuntimeError
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_write(path) as fh:
+        fh.write(buffer.getbuffer())
     return path
 
 
@@ -148,11 +154,37 @@ def release_checkpoint(source: Checkpoint, path: str | os.PathLike) -> Path:
     return save_checkpoint(path, source.arch, generators, step=source.step, config=source.config, provenance=provenance)
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What the file is when it cannot be a checkpoint (torch.save writes a zip archive with a pickle inside), or
+    None. torch's own errors on such files mislead: random bytes read as a refused pickle, text as an IndexError."""
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if not head:
+        return "an empty file (0 bytes)"
+    if not head.startswith(b"PK\x03\x04"):
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError:
+            return "not the zip archive torch.save writes (random bytes, or another kind of file)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "truncated or damaged (its zip archive has no intact central directory)"
+    if not any(name.endswith("/data.pkl") for name in names):
+        return "a zip archive without torch's data.pkl"
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint as untrusted input (weights_only=True). Raises InputError or ModelError."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
+    what = _not_a_checkpoint(path)
+    if what:
+        raise InputError(f"{path}: not a readable realsr checkpoint: {what}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises many types on garbage input (IndexError, UnpicklingError, ...)

@@ -15,6 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -117,7 +118,7 @@ def export_model(
     written: dict[str, Path] = {}  # kind -> temporary file, renamed to its final name when all of them pass
     with contextlib.ExitStack() as temps:
 
-        def temp(kind: str) -> Path:
+        def temp(kind: str) -> BinaryIO:
             return temps.enter_context(atomic_write(out_dir / f"{stem}{_SUFFIXES[kind]}"))
 
         with _quiet_export():
@@ -138,11 +139,7 @@ def export_model(
                 module = torch.jit.load(str(written["torchscript"]), map_location="cpu")
                 max_errors["torchscript"] = errors(lambda x: _run_torch(module, x))
         _check_parity(ckpt.path, max_errors, cfg.tolerance)  # on failure, leaving `temps` removes every file
-        renames = temps.pop_all()
-    try:
-        renames.close()  # atomic_write renames each file into place
-    except OSError as err:
-        raise InputError(f"{err.filename2}: cannot write the exported file ({err.strerror})") from err
+    # leaving `temps` without an error: atomic_write syncs and renames each file into place
     paths = {kind: out_dir / f"{stem}{_SUFFIXES[kind]}" for kind in written}
     return ExportReport(
         paths=paths,
@@ -242,37 +239,29 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return half
 
 
-def _write_onnx(model: onnx.ModelProto, spec: ModelSpec, tmp: Path) -> Path:
+def _write_onnx(model: onnx.ModelProto, spec: ModelSpec, fh: BinaryIO) -> Path:
+    """Write the model with `spec` in its metadata to `fh` (an `atomic_write` file); returns its temporary path."""
     model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's proto stays unchanged
     onnx.helper.set_model_props(model, {**spec.to_metadata(), VERSION_KEY: __version__})
-    with _writing(tmp):
-        # one self-contained file: weights inline, never a separate .onnx.data
-        onnx.save_model(model, tmp, save_as_external_data=False)
-    onnx.checker.check_model(str(tmp))
-    return tmp
+    onnx.checker.check_model(model)
+    fh.write(model.SerializeToString())  # one self-contained file: weights inline, never a separate .onnx.data
+    fh.flush()  # the parity check reads the file back
+    return Path(fh.name)
 
 
-def _write_torchscript(graph: ClampedSRNet, spec: ModelSpec, tmp: Path) -> Path:
+def _write_torchscript(graph: ClampedSRNet, spec: ModelSpec, fh: BinaryIO) -> Path:
+    """Trace the graph and write it with `spec` as an extra file to `fh` (an `atomic_write` file); returns its
+    temporary path."""
     with torch.no_grad():
         # check_trace would run the net twice more; the parity check against eager below is stricter
         traced = torch.jit.trace(graph, torch.rand(1, 3, *_TRACE_SIZE), check_trace=False)
     extra = {TORCHSCRIPT_SPEC_FILE: json.dumps(spec.to_dict()), VERSION_KEY: __version__}
-    with _writing(tmp):
-        torch.jit.save(traced, str(tmp), _extra_files=extra)
-    return tmp
-
-
-@contextlib.contextmanager
-def _writing(path: Path):
-    """Turn a failed write (disk full, folder removed meanwhile) into an InputError naming the folder."""
-    try:
-        yield
-    except OSError as err:
-        raise InputError(f"{path.parent}: cannot write the exported files ({err.strerror or err})") from err
-    except RuntimeError as err:  # torch.jit.save reports file errors as RuntimeError
-        if path.parent.is_dir() and os.access(path.parent, os.W_OK):
-            raise
-        raise InputError(f"{path.parent}: cannot write the exported files") from err
+    # into memory: torch.jit.save writing a file aborts the whole process (std::terminate) on a full disk
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files=extra)
+    fh.write(buffer.getbuffer())
+    fh.flush()  # the parity check reads the file back
+    return Path(fh.name)
 
 
 def _onnx_runner(model: str | bytes):

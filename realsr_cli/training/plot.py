@@ -36,8 +36,8 @@ def plot_losses(history: list[dict], path: str | os.PathLike, max_points: int = 
         points = [(r["step"], r[key]) for r in history if key in r and math.isfinite(r[key])]
         _draw_panel(draw, font, corner, key, points, max_points)
     path = Path(path)
-    with atomic_write(path) as tmp:
-        img.save(tmp, format="PNG")
+    with atomic_write(path) as fh:
+        img.save(fh, format="PNG")
     return path
 
 

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from realsr_cli._files import atomic_write
+from realsr_cli._files import append_whole, atomic_write
 from realsr_cli.config import RESUME_MUTABLE_KEYS, TrainConfig, config_differences
 from realsr_cli.errors import ConfigError
 
@@ -66,16 +66,17 @@ class RunFolder:
             )
 
     def write_config(self, config: dict) -> None:
-        """Create the folder and write the run's config (plain data) to config.json."""
+        """Create the folder and write the run's config (plain data) to config.json (atomically)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        with atomic_write(self.path / CONFIG) as fh:
+            fh.write((json.dumps(config, indent=2) + "\n").encode())
 
     def keep_numbered_copy(self, step: int, keep: int) -> Path:
         """Copy last.pth to its numbered name for `step` (atomically), then delete all but the newest `keep`
         numbered copies (0: keep them all). Returns the copy's path."""
         numbered = self.numbered(step)
-        with atomic_write(numbered) as tmp:
-            shutil.copyfile(self.last, tmp)
+        with self.last.open("rb") as src, atomic_write(numbered) as fh:
+            shutil.copyfileobj(src, fh)
         if keep:
             for old in sorted(self.path.glob("step_*.pth"))[:-keep]:
                 old.unlink()
@@ -85,6 +86,11 @@ class RunFolder:
         """The checkpoint model.pth is made from: best.pth (the best validated weights) when the run validated,
         else last.pth."""
         return self.best if self.best.exists() else self.last
+
+    def append_log(self, record: dict) -> None:
+        """Append one record to log.jsonl as a whole line; a failed write (a full disk) leaves the log as it was and
+        raises an InputError."""
+        append_whole(self.log, (json.dumps(record) + "\n").encode())
 
     def read_log(self) -> list[dict]:
         """The records of log.jsonl (step records and validation records); [] when absent. A line cut short by a
@@ -100,9 +106,10 @@ class RunFolder:
 
     def trim_log(self, step: int) -> None:
         """Keep the log's records up to `step`, the restored step (a crash may have logged steps no checkpoint
-        holds); step 0, a new run, starts an empty log."""
+        holds); step 0, a new run, starts an empty log. Atomic: a full disk leaves the old log whole."""
         kept = [r for r in self.read_log() if r.get("step", math.inf) <= step] if step else []
-        self.log.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        with atomic_write(self.log) as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def _dig(data: dict, dotted: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import platform
@@ -30,7 +29,7 @@ from torch import Tensor, nn
 from realsr_cli import __version__
 from realsr_cli._strict import dataclass_from_dict
 from realsr_cli.config import LossWeights, TrainConfig, config_differences
-from realsr_cli.errors import ConfigError, InputError, ModelError
+from realsr_cli.errors import INTERRUPT_SIGNALS, ConfigError, InputError, ModelError
 from realsr_cli.host import cpu_count
 from realsr_cli.quality.datasets import load_val_pairs
 from realsr_cli.training.checkpoint import Checkpoint, load_checkpoint, release_checkpoint, save_checkpoint
@@ -120,8 +119,9 @@ def frozen_bn_stats(modules: list[nn.Module]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Defer the first Ctrl-C to the next step boundary, so an interrupted run saves whole steps and resumes
-    bit-exactly; a second Ctrl-C interrupts at once. Yields a function telling whether Ctrl-C was pressed."""
+    """Defer the first Ctrl-C (or SIGTERM, SIGHUP: errors.INTERRUPT_SIGNALS) to the next step boundary, so an
+    interrupted run saves whole steps and resumes bit-exactly; a second one interrupts at once. A signal ignored
+    before (nohup) stays ignored. Yields a function telling whether one arrived."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
@@ -132,11 +132,15 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         pressed.append(True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    caught = [sig for sig in INTERRUPT_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, handler) for sig in caught}
     try:
         yield lambda: bool(pressed)
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        for sig, before in previous.items():
+            # None: a handler not set from Python; SIGINT's default in Python is KeyboardInterrupt
+            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, before if before is not None else default)
 
 
 class Trainer:
@@ -482,11 +486,11 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train up to `cfg.iters` steps; returns the path of last.pth. Ctrl-C (KeyboardInterrupt, also from the
-        reporter) saves last.pth at the last whole step and re-raises."""
+        reporter; SIGTERM and SIGHUP alike) saves last.pth at the last whole step and re-raises. A full disk is an
+        InputError that leaves config.json, log.jsonl and the last checkpoint whole."""
         self.setup()
         cfg = self.cfg
         self._report_start()
-        log = self.run.log.open("a", encoding="utf-8")
         session_start, session_wall = time.perf_counter(), self.wall_time
         times: deque[float] = deque([session_start], maxlen=21)
         saved_at = validated_at = self.step
@@ -497,30 +501,25 @@ class Trainer:
                     times.append(time.perf_counter())
                     self.wall_time = session_wall + times[-1] - session_start
                     record["time"] = round(self.wall_time, 3)
-                    log.write(json.dumps(record) + "\n")
+                    self.run.append_log(record)
                     it_s = (len(times) - 1) / max(times[-1] - times[0], 1e-9)
                     self.report(TrainEvent("step", self.step, cfg.iters, {**record, "it_s": it_s}))
                     if self.val_pairs and cfg.val_every and self.step % cfg.val_every == 0:
-                        self._validate_and_log(log)
+                        self._validate_and_log()
                         validated_at = self.step
                     if self.step % cfg.checkpoint_every == 0:
-                        log.flush()
                         self._checkpoint()
                         saved_at = self.step
                     if interrupted():
                         raise KeyboardInterrupt
                 if self.val_pairs and validated_at != self.step:
-                    self._validate_and_log(log)
-                log.flush()
+                    self._validate_and_log()
                 if saved_at != self.step or not self.run.last.exists():
                     self._checkpoint()
         except KeyboardInterrupt:
-            log.flush()
             path = self.save(self.run.last)
             self.report(TrainEvent("checkpoint", self.step, cfg.iters, message=f"interrupted: saved {path}"))
             raise
-        finally:
-            log.close()
         # the run's result in shippable form: the best validated weights when there were validations
         release_checkpoint(load_checkpoint(self.run.release_source()), self.run.model)
         self.report(
@@ -538,10 +537,9 @@ class Trainer:
             TrainEvent("start", self.step, self.cfg.iters, values, message=f"{self.device}, {amp_name(self.amp_dtype)}")
         )
 
-    def _validate_and_log(self, log) -> None:
+    def _validate_and_log(self) -> None:
         scores = self.validate()
-        record = {"step": self.step, **scores}
-        log.write(json.dumps(record) + "\n")
+        self.run.append_log({"step": self.step, **scores})
         self.report(TrainEvent("val", self.step, self.cfg.iters, scores))
         if self.best_val is None or scores["val_psnr_y"] > self.best_val:
             self.best_val = scores["val_psnr_y"]
