@@ -212,13 +212,12 @@ def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
 
 def _decode(path: Path, im: Image.Image, warnings: list[str]) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """(color (H, W, 1|3) uint8/uint16, alpha (H, W) of the same dtype or None, grayscale), not yet oriented."""
-    if im.format == "PNG":
-        _check_png_data(path)
+    png_depth = _check_png_data(path) if im.format == "PNG" else None
     if im.format == "TIFF":
         _check_tiff_layout(path)
     if im.format in ("JPEG", "MPO"):
         return _decode_jpeg(path, im, warnings)
-    if im.format == "PNG" and _png_bit_depth(path) == 16:
+    if png_depth == 16:
         low_rawmode = _PNG16_LOW_BYTES.get((im.mode, im.tile[0][3])) if len(im.tile) == 1 else None
         if low_rawmode and "transparency" not in im.info:
             return _decode_png16_pillow(path, im, low_rawmode)
@@ -229,15 +228,9 @@ def _decode(path: Path, im: Image.Image, warnings: list[str]) -> tuple[np.ndarra
     return _pillow_pixels(path, im, warnings)
 
 
-def _png_bit_depth(path: Path) -> int:
-    # signature (8) + chunk length (4) + b"IHDR" (4) + width (4) + height (4), then the bit depth byte
-    with open(path, "rb") as fh:
-        header = fh.read(25)
-    return header[24] if len(header) == 25 else 8
-
-
-def _check_png_data(path: Path) -> None:
-    """Refuse a PNG whose pixel data cannot fill the image its header claims, or whose IDAT checksum is wrong.
+def _check_png_data(path: Path) -> int:
+    """Refuse a PNG whose pixel data cannot fill the image its header claims, or whose IDAT checksum is wrong;
+    return its bit depth (from the IHDR this check reads anyway).
 
     Pillow takes a zlib stream that ends early as the end of the image (black rows follow) and skips IDAT
     checksums, while pypng rejects them: one strict rule for every PNG path. A claim no file of this size can
@@ -261,7 +254,7 @@ def _check_png_data(path: Path) -> None:
                 raise InputError(f"{path}: corrupt PNG: checksum error in its pixel data (IDAT)")
             inflated += _inflated_size(path, inflater, chunk[4:], needed - inflated)
             if inflated >= needed:
-                return
+                return depth
     raise InputError(
         f"{path}: truncated PNG: its pixel data fills {100 * inflated // needed}% of the {width}x{height} "
         "its header claims"
