@@ -163,7 +163,8 @@ class LossWeights:
     perceptual (VGG19 conv5_4) and adversarial (LSGAN against D_HR) terms inside L_rec and L_cyc. A weight of 0 turns
     its term off and with it every network only that term needs (alpha = 0: no VGG; beta = 0: no D_HR; ...).
     `grid` weights L_grid, which is not the paper's (losses.l_grid): + grid*L_grid, off by default; `fm` weights
-    L_fm inside L_rec and L_cyc beside alpha and beta (losses.l_fm), off by default.
+    L_fm inside L_rec and L_cyc beside alpha and beta (losses.l_fm), off by default; `colour` weights L_colour
+    (losses.l_colour), off by default.
     """
 
     rec: float = 1.0
@@ -180,6 +181,9 @@ class LossWeights:
     # L_fm (losses.l_fm), this project's addition inside L_rec and L_cyc: feature matching on D_HR's activations, a
     # perceptual signal that needs no downloaded weights (alpha's VGG19 does)
     fm: float = 0.0
+    # L_colour (losses.l_colour), this project's addition: L1 on 8x8 block means of SR against y_s, on the source and
+    # cycle SR, so the adversarial terms cannot drift tone and colour
+    colour: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -164,6 +164,14 @@ def test_l_grid_has_a_finite_gradient_on_a_grid_free_image():
     assert loss.item() < 1e-3 and torch.isfinite(flat.grad).all()
 
 
+def test_l_colour_sees_a_tone_shift_but_not_zero_mean_texture():
+    hr = torch.rand(2, 3, 16, 16)
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 8) * 0.1  # zero mean over every 8x8 block
+    assert losses.l_colour(hr, hr + checker).item() < 1e-6
+    assert losses.l_colour(hr, hr - 2 / 255).item() == pytest.approx(2 / 255, rel=1e-4)
+    assert losses.l1(hr, hr + checker).item() == pytest.approx(0.1)  # the pixel L1 sees that texture
+
+
 # ---- VGG19 for L_fea ------------------------------------------------------------------------------------------------
 
 

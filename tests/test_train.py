@@ -507,6 +507,18 @@ def test_unet_d_hr_with_feature_matching_and_degraded_source(make_cfg):
     assert "d_adv" in trainer.discriminator_step(x, fakes)
 
 
+def test_colour_term_is_logged_and_weighted_into_the_generator_loss(make_cfg):
+    trainer = Trainer(make_cfg(weights={"colour": 2.0}))
+    trainer.setup()
+    x = trainer.inputs(trainer.data.batch(0))
+    with torch.no_grad():
+        terms, _ = trainer._generator_terms(x)
+    assert terms["l_colour"].item() > 0
+    with_colour = losses.generator_objective(terms, trainer.weights).item()
+    without = losses.generator_objective({k: v for k, v in terms.items() if k != "l_colour"}, trainer.weights)
+    assert with_colour == pytest.approx(without.item() + 2.0 * terms["l_colour"].item(), rel=1e-5)
+
+
 def test_feature_matching_needs_a_d_hr_with_features(make_cfg):
     with pytest.raises(ConfigError, match="feature matching"):
         Trainer(make_cfg(arch_overrides={"disc": "vgg"}, weights={"fm": 1.0}))

@@ -41,6 +41,7 @@ from realsr_cli.training.losses import (
     l_adv_disc,
     l_align_disc,
     l_align_encoder,
+    l_colour,
     l_cyc,
     l_fea,
     l_fm,
@@ -382,6 +383,9 @@ class Trainer:
                 # L_cyc: x_s -> x_{s->t} -> SR should recover y_s
                 cycle_sr = sr_decoder(cycle_feat)
                 terms["l_cyc"] = l_cyc(source_hr, cycle_sr, **sr_terms)
+        if w.colour:
+            pairs = [sr] + ([cycle_sr] if cycle_sr is not None else [])
+            terms["l_colour"] = sum(l_colour(source_hr, o) for o in pairs) / len(pairs)
         if w.grid:
             # every output G_SR makes, and the SR of the real target photos too: the grid shows most on
             # real inputs, whose SR no other term computes
