@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # a bare `torch` requirement can pull a multi-GB CUDA build; pin the one to install (override for a GPU build)
 TORCH_SPEC ?= torch==2.13.0
+SPANDREL_SPEC ?= spandrel==0.4.2 safetensors==0.8.0 einops==0.8.2
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -14,10 +15,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# spandrel without its torchvision requirement: PyPI's torchvision is a CUDA build that cannot load beside the
+	# CPU torch above, and spandrel needs it only for two non-upscaling architectures (realsr's loader says so)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(SPANDREL_SPEC)
 	touch $(STAMP)
 
 demo: setup
