@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -16,17 +17,46 @@ from realsr_cli.errors import ConfigError
 # builds its choices from the tuples below.
 ModelFormat = Literal["onnx", "torchscript"]  # the model files realsr writes and runs, and the backend for each
 Backend = Literal["auto", ModelFormat]  # auto: whatever the model file is
-Device = Literal["auto", "cpu", "cuda"]  # auto: CUDA when it really loads, else the CPU
+# auto: CUDA when it really loads, else the CPU; cuda:N names a GPU by index (checked by `check_device`)
+Device = str
 # auto: fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16, where the model supports half precision
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Amp = Literal["auto", "off", "bf16", "fp16"]  # training's mixed precision; auto: bf16/fp16 on CUDA, off on CPU
 StyInput = Literal["image", "highpass"]  # what D_t judges in L_sty (TrainConfig.sty_input)
+# chroma resolution of lossy outputs; keep: a colour JPEG source's own, else 4:2:0 (`photo.write.encoder_settings`)
+Subsampling = Literal["keep", "4:4:4", "4:2:2", "4:2:0"]
 
 MODEL_FORMATS: tuple[str, ...] = get_args(ModelFormat)
 BACKENDS: tuple[str, ...] = get_args(Backend)
-DEVICES: tuple[str, ...] = get_args(Device)
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # and cuda:N
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 AMP_CHOICES: tuple[str, ...] = get_args(Amp)
+SUBSAMPLINGS: tuple[str, ...] = get_args(Subsampling)
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image upscaled by `scale`, rounded to whole pixels, at least 1x1."""
+    return max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
+
+
+_CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
+
+
+def check_device(name: str) -> str:
+    """`name` itself when it is a device inference runs on: auto, cpu, cuda or cuda:N (N a GPU index, cuda
+    meaning cuda:0). Raises ConfigError otherwise."""
+    if name in DEVICES or _CUDA_DEVICE.fullmatch(name):
+        return name
+    raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N (N a GPU index: cuda:0, cuda:1, ...)")
+
+
+def split_device(name: str) -> tuple[str, int]:
+    """("auto" | "cpu" | "cuda", GPU index) of a device name `check_device` accepts: "cuda:1" -> ("cuda", 1)."""
+    match = _CUDA_DEVICE.fullmatch(check_device(name))
+    if match is None:
+        return name, 0
+    return "cuda", int(match[1] or 0)
+
 
 LARGE_PHOTO_PIXELS = 4_000_000
 SMALL_PHOTO_TILE = 544
@@ -74,24 +104,104 @@ class TileConfig:
 class UpscaleConfig:
     """What `realsr upscale` (and `realsr_cli.inference.upscaler.Upscaler`) runs: which model, where, at what scale."""
 
-    model: str | None = None  # exported .onnx/.ts file; None = the bundled default model
-    backend: Backend = "auto"  # auto is ONNX for the bundled model
+    # exported .onnx/.ts file, community .pth/.safetensors model, or a bundled model's name; None = the default one
+    model: str | None = None
+    backend: Backend = "auto"  # auto: the model file's own; for the bundled model the fastest here (choose_model)
     device: Device = "auto"
     precision: Precision = "auto"
     tile: TileConfig = TileConfig()
     scale: float | None = None  # output scale, 1 to the model's native scale; None = native
+    # output size in pixels instead of a scale: width or height alone keeps the aspect ratio, both are a bounding
+    # box; the model's native pass, then Lanczos to the size (`output_size`)
+    width: int | None = None
+    height: int | None = None
+    max_size: int | None = None  # the output's long side at most this many pixels (smaller outputs are kept)
     scale_hint: int | None = None  # the native scale a model made elsewhere should have (checked by a probe run)
     # refuse larger inputs before decoding (decompression bombs); the x4 output is 16 times as many pixels
     max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
         check_choices(self)
+        check_device(self.device)
         if self.scale is not None and not self.scale >= 1:  # also refuses NaN
             raise ConfigError(f"scale must be at least 1 (the input size), got {self.scale:g}")
+        for name in ("width", "height", "max_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a positive number of pixels, got {value}")
+        if self.scale is not None and (self.width is not None or self.height is not None):
+            raise ConfigError("give either a scale or an output width/height, not both (the size sets the scale)")
         if self.scale_hint is not None and self.scale_hint < 1:
             raise ConfigError(f"scale hint must be a positive integer, got {self.scale_hint}")
         if self.max_pixels < 1:
             raise ConfigError(f"max pixels must be positive, got {self.max_pixels}")
+
+    def check_scale(self, native: int) -> None:
+        """Raise ConfigError when the asked scale is above a model's `native` one (one pass of the model is all
+        realsr runs; a second pass would cost 16 times the first and invent detail twice)."""
+        if self.scale is not None and self.scale > native:
+            raise ConfigError(f"scale {self.scale:g} is above the model's native x{native}; choose 1 to {native}")
+
+    def output_size(self, width: int, height: int, native: int) -> tuple[int, int]:
+        """(width, height) of the output for a `width` x `height` input and a model of scale `native`.
+
+        The scale (native when unset) or the width/height (the side given is exact, the other follows the aspect
+        ratio; both: the largest size inside that box), then brought down to `max_size` on the long side. Raises
+        ConfigError when the size asks for more than the native scale.
+        """
+        if self.width is None and self.height is None:
+            size = scaled_size(width, height, native if self.scale is None else self.scale)
+        else:
+            fit_w = math.inf if self.width is None else self.width / width
+            fit_h = math.inf if self.height is None else self.height / height
+            if fit_w <= fit_h:
+                size = self.width, max(1, int(height * fit_w + 0.5))
+            else:
+                size = max(1, int(width * fit_h + 0.5)), self.height
+            if size[0] > width * native or size[1] > height * native:
+                asked = " x ".join(
+                    f"{name} {value}" for name, value in (("width", self.width), ("height", self.height)) if value
+                )
+                raise ConfigError(
+                    f"{asked} needs x{min(fit_w, fit_h):.3g} for a {width}x{height} input, above the model's native "
+                    f"x{native}: at most {width * native}x{height * native} (one pass of the model)"
+                )
+        if self.max_size is not None and max(size) > self.max_size:
+            fit = self.max_size / max(size)
+            if size[0] >= size[1]:
+                size = self.max_size, max(1, int(size[1] * fit + 0.5))
+            else:
+                size = max(1, int(size[0] * fit + 0.5)), self.max_size
+        return size
+
+
+# a JPEG source's own quality is kept within these: below 75 an upscale's smooth areas show 8x8 blocks the model
+# just removed; above 95 the bytes grow fast (100 is about 3x 95) for nothing visible
+KEPT_QUALITY = (75, 95)
+# zlib level of PNG and TIFF outputs. A 16 MP output (a 1 MP photo at x4, inferred in 5.5 s on 2 cores): level 6
+# writes 23.7 MB in 7.2 s, level 4 23.8 MB in 3.3 s, level 1 26.3 MB in 2.2 s, level 0 48 MB in 1.0 s; 4 keeps
+# level 6's bytes in under half its time, and the encode thread hides it behind the next photo's inference
+DEFAULT_PNG_COMPRESSION = 4
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How `realsr upscale` writes its outputs: lossy quality and chroma, PNG effort, which metadata travels."""
+
+    # JPEG, WebP, AVIF and HEIC, 1-100 (WebP 100 = lossless); None = a JPEG source's own for JPEG, else the
+    # format's default (`OutputFormat.quality`)
+    quality: int | None = None
+    subsampling: Subsampling = "keep"  # chroma of JPEG, AVIF and HEIC outputs
+    png_compression: int = DEFAULT_PNG_COMPRESSION  # zlib level 0-9 of PNG and TIFF outputs
+    strip_metadata: bool = False  # write no EXIF at all (GPS included); the ICC profile stays: it is colour
+    strip_gps: bool = False  # write EXIF without its GPS block
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.quality is not None and not 1 <= self.quality <= 100:
+            raise ConfigError(f"quality must be 1 to 100, got {self.quality}")
+        if not 0 <= self.png_compression <= 9:
+            raise ConfigError(f"PNG compression must be 0 (none, fastest) to 9 (smallest), got {self.png_compression}")
 
 
 @dataclass(frozen=True)
@@ -148,6 +258,7 @@ class BenchConfig:
         if not self.backends:
             raise ConfigError(f"backends must be one or both of {', '.join(MODEL_FORMATS)}, got none")
         check_choices(self)
+        check_device(self.device)
         if self.tile is not None and self.tile < 1:
             raise ConfigError(f"tile must be at least 1, got {self.tile}")
         for name in ("folder_count", "repeats", "reference_edge"):

@@ -1,9 +1,17 @@
-"""What this machine offers, read cheaply and without importing torch: usable CPU cores, native bf16, a GPU driver."""
+"""What this machine offers, read cheaply and without importing torch: usable CPU cores, native bf16, a GPU driver,
+whether torch is installed; and the one check that a torch feature makes before it imports torch.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+
+from realsr_cli.errors import BackendError
+
+# torch is an extra: ONNX inference runs without it; export, train, TorchScript and community models need it
+TORCH_INSTALL = "pip install 'realsr-cli[torch]'"
 
 
 def cpu_count() -> int:
@@ -33,3 +41,18 @@ def gpu_present() -> bool:
     if sys.platform.startswith("linux"):
         return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg"))
     return sys.platform == "win32"
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here, found without importing it (which takes seconds)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def require_torch(feature: str, install: str = TORCH_INSTALL):
+    """The torch module, imported now, for `feature` (which completes "FEATURE needs torch", e.g. "realsr export");
+    BackendError in one line saying what to install when torch is missing."""
+    try:
+        import torch
+    except ImportError as err:
+        raise BackendError(f"{feature} needs torch: {install}") from err
+    return torch

@@ -44,6 +44,7 @@ def test_help_of_every_command(command):
     result = realsr(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage: realsr" in result.stdout
+    assert "Examples:" in result.stdout and "realsr " in result.stdout.split("Examples:")[1]
 
 
 def test_export_then_upscale_with_both_backends(tmp_path, tiny_ranged_checkpoint, photo):

@@ -193,8 +193,8 @@ def _scramble_pixel_shuffle(monkeypatch):
 
     original = exporter._to_onnx
 
-    def scrambled(graph, opset):
-        model = original(graph, opset)
+    def scrambled(*args):
+        model = original(*args)
         (node,) = [n for n in model.graph.node if n.op_type == "DepthToSpace"]
         (mode,) = [a for a in node.attribute if a.name == "mode"]
         mode.s = b"DCR"

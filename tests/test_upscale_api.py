@@ -15,6 +15,7 @@ from realsr_cli import host
 from realsr_cli.errors import ConfigError, InputError
 from realsr_cli.inference import runtime
 from realsr_cli.inference.inputs import expand_inputs
+from realsr_cli.inference.runtime.bundled import MANIFEST
 from realsr_cli.inference.tiling import RAMP
 from realsr_cli.inference.upscaler import Upscaler
 from realsr_cli.photo.pixels import resize
@@ -184,6 +185,7 @@ def test_default_model_is_found_in_the_export_folder(monkeypatch, tmp_path, tiny
     folder.mkdir()
     shutil.copy(tiny_exports["onnx"], folder / f"{runtime.DEFAULT_MODEL_STEM}.onnx")
     shutil.copy(tiny_exports["torchscript"], folder / f"{runtime.DEFAULT_MODEL_STEM}.ts")
+    shutil.copy(runtime.bundled_models().folder / MANIFEST, folder)  # the manifest names the default model
     monkeypatch.setattr(runtime, "default_model_dirs", lambda: [tmp_path / "missing", folder])
     for native_bf16, fastest in ((False, "onnx"), (True, "torchscript")):
         monkeypatch.setattr(host, "cpu_has_native_bf16", lambda native=native_bf16: native)

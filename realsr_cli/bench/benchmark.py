@@ -30,9 +30,9 @@ import numpy as np
 from realsr_cli import __version__
 from realsr_cli._files import file_sha256
 from realsr_cli.bench.flops import count_flops
-from realsr_cli.config import BenchConfig
+from realsr_cli.config import BenchConfig, split_device
 from realsr_cli.errors import BackendError, InputError, RealSRError
-from realsr_cli.host import cpu_count
+from realsr_cli.host import TORCH_INSTALL, cpu_count, torch_installed
 from realsr_cli.inference.runtime import detect_format, resolve_model
 from realsr_cli.inference.runtime.onnx import session_options
 from realsr_cli.inference.runtime.torchscript import torch_dtype
@@ -46,7 +46,6 @@ REFERENCE_CHANNELS = 64  # the reference 3x3 convolution maps 64 -> 64 channels,
 REFERENCE_RUNS = 5  # timed runs of the reference convolution after two warm-ups (short and steady: five suffice)
 GRAIN_SIGMA = 3.0  # 8-bit levels of Gaussian grain: a Lanczos-enlarged sample is too smooth to compress like a photo
 PHOTO_QUALITY = 92  # JPEG quality of the generated inputs, as cameras and phones write them
-OUTPUT_QUALITY = 95  # what `realsr upscale photo.jpg` writes (Upscaler.upscale_file's default)
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,8 @@ def run_benchmark(cfg: BenchConfig, progress: Progress = lambda line: None) -> d
         for i in range(cfg.folder_count):  # distinct grain, so no two files are alike
             make_photo(folder / f"photo_{i:03d}.jpg", cfg.folder_mp, seed=i + 1)
         for name, path in files.items():
-            if path is None:
-                why = f"no {MODEL_SUFFIXES[name]} file beside the model"
+            why = skip_reason(cfg, name, path)
+            if why is not None:
                 progress(f"{name}: skipped ({why})")
                 backends[name] = {"skipped": why}
             else:
@@ -104,6 +103,16 @@ def run_benchmark(cfg: BenchConfig, progress: Progress = lambda line: None) -> d
         "targets": [asdict(target) for target in TARGETS],
         "backends": backends,
     }
+
+
+def skip_reason(cfg: BenchConfig, name: str, path: Path | None) -> str | None:
+    """Why backend `name` is skipped with a note, or None to measure it. Only a backend that was not asked for
+    alone is skipped; one asked for alone fails instead (`model_files`, or the backend's own BackendError)."""
+    if path is None:
+        return f"no {MODEL_SUFFIXES[name]} file beside the model"
+    if name == "torchscript" and len(cfg.backends) > 1 and not torch_installed():
+        return f"needs torch: {TORCH_INSTALL}"
+    return None
 
 
 def model_files(cfg: BenchConfig) -> dict[str, Path | None]:
@@ -131,10 +140,11 @@ def bench_backend(
         device, precision, loaded = tiled.device, tiled.precision, tiled.model_path
         progress(f"{name}: {loaded.name} on {device} in {precision}: reference convolution")
         # after the backend opened: torch now runs with the threads TorchScriptBackend set
-        reference = reference_conv(name, device, precision, cfg.reference_edge)
+        where = device if device == "cpu" else f"cuda:{split_device(cfg.device)[1]}"  # the model's own GPU
+        reference = reference_conv(name, where, precision, cfg.reference_edge)
         # reduced precision has its own, much higher peak (bf16 on AMX, fp16 on tensor cores): the fp32 convolution
         # is measured too, so a bf16 model's speed can also be read against the fp32 machine
-        reference_fp32 = reference if precision == "fp32" else reference_conv(name, device, "fp32", cfg.reference_edge)
+        reference_fp32 = reference if precision == "fp32" else reference_conv(name, where, "fp32", cfg.reference_edge)
         progress(f"{name}: tiled vs whole-image inference at {tiling_mp:g} MP")
         tiling = measure_tiling(tiled, whole, photos[tiling_mp], cfg.repeats)
         progress(f"{name}: folder of {cfg.folder_count} photos of {cfg.folder_mp:g} MP")
@@ -187,8 +197,8 @@ def bench_backend(
 
 def reference_conv(backend: str, device: str, precision: str, edge: int = 256) -> dict:
     """GFLOP/s of one 3x3 convolution, 64 -> 64 channels, pad 1, on a 1 x 64 x edge x edge input, as `backend` runs
-    it on `device` in `precision` (the model's: fp32, fp16 or bf16): the median of REFERENCE_RUNS runs after two
-    warm-ups."""
+    it on `device` (cpu or cuda:N) in `precision` (the model's: fp32, fp16 or bf16): the median of REFERENCE_RUNS
+    runs after two warm-ups."""
     flops = 2.0 * REFERENCE_CHANNELS * REFERENCE_CHANNELS * 9 * edge * edge
     run = _onnx_conv(device, precision, edge) if backend == "onnx" else _torch_conv(device, precision, edge)
     for _ in range(2):  # warm-up: first runs pick algorithms and allocate
@@ -202,7 +212,8 @@ def _onnx_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
-    cuda = device == "cuda"
+    kind, gpu = split_device(device)
+    cuda = kind == "cuda"
     half = precision == "fp16"  # ONNX Runtime runs fp32 or (on CUDA) fp16 models
     dtype, elem = (np.float16, onnx.TensorProto.FLOAT16) if half else (np.float32, onnx.TensorProto.FLOAT)
     rng = np.random.default_rng(0)
@@ -219,7 +230,7 @@ def _onnx_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     # the model's own session settings; on CUDA its conv algorithm choice too (runtime.onnx._cuda_session)
-    providers = [("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"})] if cuda else []
+    providers = [("CUDAExecutionProvider", {"device_id": gpu, "cudnn_conv_algo_search": "HEURISTIC"})] if cuda else []
     session = ort.InferenceSession(
         model.SerializeToString(), session_options(ort), providers=[*providers, "CPUExecutionProvider"]
     )
@@ -229,15 +240,15 @@ def _onnx_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     if not cuda:
         return lambda: session.run(None, {"x": x})
     binding = session.io_binding()  # input and output stay on the GPU: time the convolution, not the copies
-    binding.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-    binding.bind_output("y", "cuda")
+    binding.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x, "cuda", gpu))
+    binding.bind_output("y", "cuda", gpu)
     return lambda: session.run_with_iobinding(binding)
 
 
 def _torch_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     import torch
 
-    cuda = device == "cuda"
+    cuda = split_device(device)[0] == "cuda"
     dtype = torch_dtype(torch, precision)
     generator = torch.Generator().manual_seed(0)
     c = REFERENCE_CHANNELS
@@ -251,7 +262,7 @@ def _torch_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
         with torch.inference_mode():
             torch.nn.functional.conv2d(x, weight, bias, padding=1)
         if cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
 
     return run
 
@@ -297,7 +308,7 @@ def measure_folder(up: Upscaler, folder: Path, out_dir: Path) -> dict:
         photo = read_image(file, max_pixels=up.config.max_pixels)
         inference += timed(up.upscale_photo, photo)
     start = time.perf_counter()
-    results = list(up.upscale_files([folder], out_dir=out_dir, quality=OUTPUT_QUALITY))
+    results = list(up.upscale_files([folder], out_dir=out_dir))  # encoded as `realsr upscale` encodes by default
     wall = time.perf_counter() - start
     failed = [result for result in results if not result.ok]
     if failed:
@@ -339,11 +350,8 @@ def child_main(args_json: str) -> None:
     try:
         options = {key: args[key] for key in ("backend", "device", "precision", "tile")}
         with Upscaler(args["model"], **options) as up:
-            up.upscale_file(args["warmup"], out_dir / "warmup_x4.jpg", quality=OUTPUT_QUALITY)
-            runs = [
-                up.upscale_file(args["src"], out_dir / "photo_x4.jpg", quality=OUTPUT_QUALITY)
-                for _ in range(args["repeats"])
-            ]
+            up.upscale_file(args["warmup"], out_dir / "warmup_x4.jpg")
+            runs = [up.upscale_file(args["src"], out_dir / "photo_x4.jpg") for _ in range(args["repeats"])]
             device, precision = up.device, up.precision
     except RealSRError as err:
         print(err, file=sys.stderr)

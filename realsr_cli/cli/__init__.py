@@ -12,7 +12,7 @@ import importlib.util
 import os
 import signal
 
-import click
+import rich_click as click
 from rich.markup import escape
 
 from realsr_cli import __version__
@@ -28,6 +28,7 @@ COMMANDS = {
     "compare": "realsr_cli.cli.compare:compare_command",
     "bench": "realsr_cli.cli.bench:bench_command",
     "degrade": "realsr_cli.cli.degrade:degrade_command",
+    "models": "realsr_cli.cli.models:models_command",
 }
 
 EPILOG = f"""Exit codes: 0 success; 1 error; 2 bad usage or config; 3 bad input (image, checkpoint, folder) or
@@ -36,7 +37,7 @@ unwritable output (full disk); 4 model error; 5 backend error; {EXIT_SOME_FAILED
 Set REALSR_DEBUG=1 for a full traceback."""
 
 
-class RealSRGroup(click.Group):
+class RealSRGroup(click.RichGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name in COMMANDS if self._available(name))
 
@@ -69,7 +70,16 @@ class RealSRGroup(click.Group):
 @click.group(cls=RealSRGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="realsr")
 def cli() -> None:
-    """Upscale real-world photos x4, export models, and train them on your own unpaired photos."""
+    """Upscale real-world photos x4, export models, and train them on your own unpaired photos.
+
+    `realsr COMMAND --help` shows a command's options and examples.
+
+    \b
+    Examples:
+      realsr upscale photo.jpg                  photo_x4.jpg beside it
+      realsr upscale photos/ -r -o out/ --json  a folder tree, one JSON line each
+      realsr eval --lr data/lr --hr data/hr     the model against bicubic
+    """
     route_warnings()
 
 

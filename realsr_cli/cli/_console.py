@@ -6,17 +6,58 @@ Messages and progress go to stderr, so stdout stays clean for --json. No torch h
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings as py_warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from rich.console import Console
+import click
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False)
+# wider than any line realsr prints: a log or a pipe gets each line whole, never wrapped or cut with an ellipsis
+UNWRAPPED_WIDTH = 10_000
+
+
+class _Console(Console):
+    """A rich console that draws for the terminal it writes to, and writes plain, unwrapped lines to anything else
+    (rich would otherwise take 80 columns, or the width of whichever standard stream is a terminal)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self.is_terminal:
+            return super().size
+        return ConsoleDimensions(UNWRAPPED_WIDTH, 25)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+console = _Console(stderr=True, highlight=False)
+
+
+def print_data(line: str) -> None:
+    """Print one line of data (a JSON record) on stdout. When stdout and stderr are the same terminal, the line goes
+    through the console instead, so the live progress display is redrawn below it rather than over it."""
+    if _same_terminal():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    else:
+        click.echo(line)
+
+
+def _same_terminal() -> bool:
+    try:
+        out, err = sys.stdout.fileno(), sys.stderr.fileno()
+        if not (os.isatty(out) and os.isatty(err)):
+            return False
+        return os.fstat(out).st_rdev == os.fstat(err).st_rdev
+    except (AttributeError, OSError, ValueError):  # replaced streams (CliRunner, pytest capture) have no descriptor
+        return False
 
 
 def notice(message: str) -> None:

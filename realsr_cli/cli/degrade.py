@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+import rich_click as click
 
 from realsr_cli.cli._console import console
 
@@ -34,6 +34,11 @@ def degrade_command(hr_dir: Path, out_dir: Path, seed: int, scale: int) -> None:
     Each HR image is downscaled with bicubic, given Gaussian noise (sigma 2 to 15 levels, half of them
     luminance-only, half colour) and saved through JPEG (quality 30 to 90). Score a model on the result with
     `realsr eval --lr OUT/lr --hr OUT/hr`.
+
+    \b
+    Examples:
+      realsr degrade data/hr -o data/noisy --seed 1
+      realsr eval --lr data/noisy/lr --hr data/noisy/hr
     """
     from realsr_cli.quality.degrade import make_degraded_pairs
 

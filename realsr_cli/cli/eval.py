@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
+import rich_click as click
 
 from realsr_cli.cli._console import console, notice, tracker
-from realsr_cli.config import BACKENDS, DEVICES
+from realsr_cli.config import BACKENDS
 from realsr_cli.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def _table(report: EvalReport, model_name: str):
     "model_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Exported model to evaluate (.onnx or .ts, as `realsr export` writes)  [default: the bundled model].",
+    help="Model to evaluate: a bundled model's name, an exported .onnx or .ts, or a .pth/.safetensors model "
+    "[default: the bundled model].",
 )
 @click.option(
     "--lr",
@@ -118,10 +119,10 @@ def _table(report: EvalReport, model_name: str):
 )
 @click.option(
     "--device",
-    type=click.Choice(DEVICES),
     default="auto",
     show_default=True,
-    help="Where the model runs; auto = CUDA when available.",
+    metavar="auto|cpu|cuda[:N]",
+    help="Where the model runs; auto = CUDA when it really loads, else the CPU; cuda:N picks GPU N.",
 )
 @click.option(
     "--tile",
@@ -147,7 +148,14 @@ def eval_command(
     and for bicubic side by side, NIQE of model, bicubic and HR, the grid score (a sub-pixel checkerboard: natural
     images score about 0.1) and the model's colour bias (mean output minus HR per channel, in 8-bit levels).
     Without --hr: NIQE, a no-reference naturalness score (lower is more natural), and the grid score. LR and HR
-    images pair up by file name. The table goes to stderr; --json prints the report on stdout.
+    images pair up by file name. The table goes to stderr (whole lines when it is not a terminal); --json prints
+    the report on stdout.
+
+    \b
+    Examples:
+      realsr eval --lr data/lr --hr data/hr           PSNR, SSIM, NIQE, grid, bias
+      realsr eval --lr data/real_lr                   no HR: NIQE and grid only
+      realsr eval --model my.onnx --lr lr --hr hr --json > scores.json
     """
     from realsr_cli.quality.evaluate import evaluate
 

@@ -1,4 +1,5 @@
-"""`realsr export`: a checkpoint's inference network to verified ONNX and TorchScript files.
+"""`realsr export`: a checkpoint's inference network, or a community .pth/.safetensors model, to verified ONNX and
+TorchScript files.
 
 No torch at import: the exporter is imported when the command runs.
 """
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from realsr_cli.cli._console import console, warning
 from realsr_cli.config import MODEL_FORMATS, ExportConfig
+from realsr_cli.host import require_torch
 
 if TYPE_CHECKING:
     from realsr_cli.training.export import ExportReport
@@ -26,7 +28,7 @@ def _parse_formats(ctx: click.Context, param: click.Parameter, value: str) -> tu
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option(
     "-o",
     "--output",
@@ -50,11 +52,20 @@ def _parse_formats(ctx: click.Context, param: click.Parameter, value: str) -> tu
     "--name", "stem", default=None, help="File name stem of the exported files. Default: the checkpoint's stem."
 )
 def export(checkpoint: str, out_dir: str, formats: tuple[str, ...], half: bool, stem: str | None) -> None:
-    """Export CHECKPOINT's upscaling network to ONNX (<name>.onnx) and TorchScript (<name>.ts).
+    """Export MODEL to ONNX (<name>.onnx) and TorchScript (<name>.ts): a realsr training checkpoint's upscaling
+    network, or a community .pth/.safetensors model (Real-ESRGAN, SwinIR, HAT, ...) that spandrel recognises.
 
     Every file is checked against PyTorch at odd input sizes before it is written; the model's scale,
-    receptive field and the checkpoint's SHA-256 travel in the files' metadata.
+    receptive field and the source file's SHA-256 travel in the files' metadata.
+
+    \b
+    Examples:
+      realsr export runs/mine/model.pth -o export/
+      realsr export runs/mine/model.pth -o export/ --format onnx --half --name mine-x4
+      realsr export 4x-UltraSharp.safetensors -o export/
+      realsr upscale photo.jpg --model export/mine-x4.onnx
     """
+    require_torch("realsr export")  # before the exporter, which imports torch at module level
     from realsr_cli.training.export import export_model
 
     cfg = ExportConfig(formats=formats, half=half)
@@ -62,10 +73,12 @@ def export(checkpoint: str, out_dir: str, formats: tuple[str, ...], half: bool, 
     console.print(_report_table(report))
     if half and "onnx_fp16" not in report.paths:
         worst = max(report.max_errors["onnx_fp16"].values())
-        warning(
-            f"fp16 variant not written: its max error {worst:.1e} exceeds {cfg.half_tolerance:g}; "
-            "the files say supports_half false"
+        why = (
+            f"its max error {worst:.1e} exceeds {cfg.half_tolerance:g}"
+            if not worst <= cfg.half_tolerance
+            else f"spandrel says {report.spec.architecture} does not support fp16"
         )
+        warning(f"fp16 variant not written: {why}; the files say supports_half false")
 
 
 def _report_table(report: ExportReport) -> Table:
@@ -75,7 +88,8 @@ def _report_table(report: ExportReport) -> Table:
     table = Table(
         title=f"exported to {folder}",
         caption=(
-            f"{report.parameters:,} parameters, x{spec.scale}, receptive field {spec.receptive_field} px, "
+            f"{report.parameters:,} parameters, {spec.architecture}, x{spec.scale}, receptive field "
+            f"{'unknown' if spec.receptive_field is None else f'{spec.receptive_field} px'}, "
             f"supports_half {str(spec.supports_half).lower()}, {report.seconds:.1f} s"
         ),
     )

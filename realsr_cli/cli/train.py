@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
+import rich_click as click
 from click.core import ParameterSource
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from realsr_cli.cli._console import console, warning
 from realsr_cli.config import AMP_CHOICES, TRAIN_PATH_KEYS, TrainConfig, load_train_toml, merge_config, with_value
 from realsr_cli.errors import ConfigError
+from realsr_cli.host import require_torch
 
 _DEFAULT = TrainConfig()
 
@@ -201,7 +202,15 @@ def train(ctx: click.Context, config_file: Path | None, resume: bool, quiet: boo
 
     Every loss term is logged per step to RUN_DIR/log.jsonl, with a loss plot at each checkpoint. Ctrl-C saves
     last.pth first; --resume continues from it. `realsr train --out RUN_DIR --resume` alone reuses the run's config.
+
+    \b
+    Examples:
+      realsr train --source-hr data/hr --target-lr my_photos --out runs/mine
+      realsr train --config run.toml --out runs/mine --device cuda:1
+      realsr train --out runs/mine --resume             go on after Ctrl-C
+      realsr export runs/mine/model.pth -o export/      then: realsr upscale --model
     """
+    require_torch("realsr train")  # before the trainer, which imports torch at module level
     from realsr_cli.training.trainer import Trainer, resume_config
 
     cfg = build_config(ctx, config_file, resume, options, resume_config)

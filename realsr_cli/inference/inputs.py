@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from realsr_cli.photo.formats import IMAGE_EXTENSIONS
+from realsr_cli.photo.formats import image_extensions
 
 _OUTPUT_STEM = re.compile(r"^(?P<stem>.+)_x\d+(?:\.\d+)?$")
 
@@ -58,7 +58,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) 
             add(path, None)
         elif glob.has_magic(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if os.path.isfile(m))
-            matches = [m for m in matches if m.suffix.lower() in IMAGE_EXTENSIONS]
+            matches = [m for m in matches if m.suffix.lower() in image_extensions()]
             if not matches:
                 items.append(InputItem(path, None, f"{text}: no images match"))
             root = _glob_root(text)
@@ -71,13 +71,15 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) 
 
 
 def folder_images(folder: Path, recursive: bool) -> list[Path]:
-    """The image files in `folder` (and with `recursive` in its sub-folders), sorted. Hidden files and hidden
-    folders (".thumbnails", ".git", ...) are skipped: they hold caches and copies, not the user's photos."""
+    """The image files in `folder` (and with `recursive` in its sub-folders), sorted: those whose extension a
+    decoder here reads (`image_extensions`: .jpg, .png, .heic, .avif, ...). Hidden files and hidden folders
+    (".thumbnails", ".git", ...) are skipped: they hold caches and copies, not the user's photos."""
+    extensions = image_extensions()
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if not name.startswith(".") and Path(name).suffix.lower() in extensions:
                 found.append(Path(dirpath) / name)
     return sorted(found)
 
@@ -89,7 +91,7 @@ def _is_earlier_output(path: Path) -> bool:
     if match is None:
         return False
     return any(
-        sibling.stem == match["stem"] and sibling.suffix.lower() in IMAGE_EXTENSIONS
+        sibling.stem == match["stem"] and sibling.suffix.lower() in image_extensions()
         for sibling in path.parent.glob(glob.escape(match["stem"]) + ".*")
     )
 

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from realsr_cli.errors import ConfigError, InputError, RealSRError
+from realsr_cli.config import EncodeConfig
+from realsr_cli.errors import InputError, RealSRError
 from realsr_cli.inference.inputs import InputItem
 from realsr_cli.inference.tiling import TileProgress
-from realsr_cli.photo.formats import check_output_size, format_of, output_format_for, output_path
+from realsr_cli.photo.formats import OUTPUT_FORMATS, check_output_size, format_of, output_format_for, output_path
 from realsr_cli.photo.read import Photo
+from realsr_cli.photo.write import animation_notice
 
 if TYPE_CHECKING:
     from realsr_cli.inference.upscaler import ImagePlan, Upscaled, Upscaler
@@ -45,7 +47,7 @@ class ImageStart:
     dst: Path
     input_size: tuple[int, int]  # (width, height)
     output_size: tuple[int, int]
-    tiles: int  # tiles of this image; `on_tile(done, tiles)` follows
+    tiles: int  # tiles of this image (of all its frames, for an animation); `on_tile(done, tiles)` follows
 
 
 @dataclass
@@ -59,7 +61,9 @@ class UpscaleResult:
     exit_code: int = 0  # the failure's RealSRError exit code (0 unless failed)
     input_size: tuple[int, int] | None = None  # (width, height)
     output_size: tuple[int, int] | None = None
-    seconds: float = 0.0  # wall time from the start of decoding to the file in place
+    # the image's own work: its decode, inference and encode seconds added up, not the time it waited in the
+    # pipeline for the images before it (in a batch the stages of neighbouring images overlap)
+    seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # "decode", "infer", "encode" seconds
     warnings: list[str] = field(default_factory=list)
 
@@ -91,16 +95,15 @@ class BatchOptions:
 
     out_dir: str | Path | None = None
     fmt: str = "same"
-    quality: int = 95
+    encoding: EncodeConfig = EncodeConfig()
     skip_existing: bool = False
     on_image: ImageCallback | None = None
     on_tile: TileProgress | None = None
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
 
     def __post_init__(self) -> None:
-        if not 1 <= self.quality <= 100:
-            raise ConfigError(f"quality must be 1 to 100, got {self.quality}")
-        output_format_for("PNG", self.fmt)  # raises ConfigError for an unknown format before any work
+        # raises ConfigError for an unknown format, or one this machine cannot write, before any work
+        output_format_for("PNG", self.fmt)
 
 
 @dataclass(eq=False)
@@ -135,7 +138,7 @@ class Job:
             dst=self.dst,
             error=message,
             exit_code=err.exit_code,
-            seconds=time.perf_counter() - self.started if self.started else 0.0,
+            seconds=sum(self.timings.values()),
             timings=self.timings,
         )
 
@@ -256,7 +259,9 @@ class _Pipeline:
         if self.options.skip_existing and self._skipped(job, self._destination(item, format_of(item.path))[1]):
             return
         photo = self.up.decode(item.path)
-        job.fmt, job.dst = self._destination(item, photo.format)
+        job.fmt, job.dst = self._destination(item, photo.format, animated=photo.animation is not None)
+        if photo.animation is not None and not OUTPUT_FORMATS[job.fmt].animated:
+            photo = photo.first_frame(animation_notice(job.fmt))  # before inference, which would be wasted
         self._claim(item, job.dst)
         job.timings["decode"] = time.perf_counter() - job.started
         if self.options.skip_existing and self._skipped(job, job.dst):  # the real format differed from the guess
@@ -281,13 +286,14 @@ class _Pipeline:
                 "(rename one of them, or keep each input's format with --format same)"
             )
 
-    def _destination(self, item: InputItem, source_format: str) -> tuple[str, Path]:
-        """The output format and path of `item`, whose source is in `source_format`. A path the caller named is
-        kept, and with format "same" its extension says the format."""
+    def _destination(self, item: InputItem, source_format: str, animated: bool = False) -> tuple[str, Path]:
+        """The output format and path of `item`, whose source is in `source_format` (an animation when
+        `animated`). A path the caller named is kept, and with format "same" its extension says the format."""
         if item.dst is not None:
             named = format_of(item.dst) if self.options.fmt == "same" else source_format
-            return output_format_for(named, self.options.fmt), item.dst
-        fmt = output_format_for(source_format, self.options.fmt)
+            # animated=True: a name the caller chose says the format, so even a still image named .gif is a GIF
+            return output_format_for(named, self.options.fmt, animated=True), item.dst
+        fmt = output_format_for(source_format, self.options.fmt, animated=animated)
         return fmt, output_path(item.path, self.options.out_dir, self.up.scale, fmt, item.root)
 
     def _skipped(self, job: Job, dst: Path) -> bool:
@@ -306,13 +312,13 @@ class _Pipeline:
         (w, h), (ow, oh) = image_plan.input_size, image_plan.output_size
         channels = 3 + (photo.alpha is not None)
         # the output, and as much again for the encoder's working copy (Pillow holds 8-bit RGB as 4 bytes a pixel)
-        job.nbytes = 2 * ow * oh * channels * (2 if photo.bit_depth == 16 else 1)
+        job.nbytes = 2 * ow * oh * channels * (2 if photo.bit_depth == 16 else 1) * image_plan.frames
         try:
             self.budget.acquire(job.nbytes)
             job.holds_budget = True
             if self.options.on_image is not None:
                 self.options.on_image(
-                    ImageStart(job.index, self.total, job.item.path, job.dst, (w, h), (ow, oh), image_plan.tiles.count)
+                    ImageStart(job.index, self.total, job.item.path, job.dst, (w, h), (ow, oh), image_plan.tile_count)
                 )
             t0 = time.perf_counter()
             job.upscaled = self.up.upscale_photo(
@@ -351,7 +357,7 @@ class _Pipeline:
         up = job.upscaled
         t0 = time.perf_counter()
         try:
-            warnings = self.up.encode(up, job.dst, job.fmt, self.options.quality)
+            warnings = self.up.encode(up, job.dst, job.fmt, self.options.encoding)
         except RealSRError as err:
             job.fail(err)
             return
@@ -367,7 +373,7 @@ class _Pipeline:
             dst=job.dst,
             input_size=up.input_size,
             output_size=up.size,
-            seconds=time.perf_counter() - job.started,
+            seconds=sum(job.timings.values()),
             timings=job.timings,
             warnings=up.warnings + warnings,
         )

@@ -10,6 +10,8 @@ it is used).
     >>> from realsr_cli import Upscaler
     >>> with Upscaler("export/realsr-compact-x4.onnx", tile=512) as up:
     ...     big = up.upscale(photo_array)          # uint8/uint16/float array or PIL image in, same kind out
+    >>> with Upscaler(width=3840) as up:           # the native pass, then Lanczos to 3840 pixels wide
+    ...     up.upscale_file("photo.jpg", "photo_4k.jpg")
     ...     for result in up.upscale_files(["photos/"], out_dir="out", recursive=True):
     ...         print(result.status, result.dst)
 """
@@ -18,13 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from realsr_cli.config import TileConfig, UpscaleConfig
-from realsr_cli.errors import ConfigError
+from realsr_cli.config import DEFAULT_PNG_COMPRESSION, EncodeConfig, TileConfig, UpscaleConfig
+from realsr_cli.errors import ConfigError, InputError
 from realsr_cli.inference.inputs import InputItem, expand_inputs
 from realsr_cli.inference.pipeline import (
     DEFAULT_MAX_INFLIGHT_BYTES,
@@ -33,11 +35,11 @@ from realsr_cli.inference.pipeline import (
     UpscaleResult,
     run_batch,
 )
-from realsr_cli.inference.runtime import Backend, Notice, open_backend
+from realsr_cli.inference.runtime import Backend, Notice, open_backend, stated_scale
 from realsr_cli.inference.tiling import TilePlan, TileProgress, plan_tiles, run_tiled
-from realsr_cli.photo.pixels import compose, resize, scaled_size, to_pil
-from realsr_cli.photo.read import Photo, photo_from_array, photo_from_pil, read_image
-from realsr_cli.photo.write import new_canvas, write_image
+from realsr_cli.photo.pixels import compose, resize, to_pil
+from realsr_cli.photo.read import Animation, Photo, photo_from_array, photo_from_pil, read_image, upright_size
+from realsr_cli.photo.write import encoder_settings, new_canvas, write_image
 from realsr_cli.spec import ModelSpec
 
 
@@ -47,7 +49,13 @@ class ImagePlan:
 
     input_size: tuple[int, int]  # (width, height)
     output_size: tuple[int, int]  # at the upscaler's scale
-    tiles: TilePlan
+    tiles: TilePlan  # of one frame
+    frames: int = 1  # an animation's frame count; each is upscaled by the same plan
+
+    @property
+    def tile_count(self) -> int:
+        """Tiles of the whole image, every frame of an animation included."""
+        return self.tiles.count * self.frames
 
 
 @dataclass
@@ -63,10 +71,36 @@ class Upscaled:
     exif: bytes | None
     input_size: tuple[int, int]  # (width, height)
     warnings: list[str]  # from decoding
+    jpeg_quality: int | None = None  # a JPEG source's estimated quality and chroma subsampling (`Photo`'s)
+    jpeg_subsampling: str | None = None
+    animation: Animation | None = None  # an animation's other frames, upscaled
 
     @property
     def size(self) -> tuple[int, int]:
         return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def check_sizes(config: UpscaleConfig, items: Iterable[InputItem]) -> None:
+    """Check, before the model is loaded, what can be: the scale against the native scale the model file states,
+    and each input's output size (`UpscaleConfig.output_size`, from the image header: nothing is decoded). Inputs
+    that cannot be opened are left to the batch, which reports them. Raises ConfigError; a model file that states
+    no scale is checked once it is opened."""
+    native = stated_scale(config)
+    if native is None:
+        return
+    config.check_scale(native)
+    if config.width is None and config.height is None:
+        return  # a scale, or a cap on the long side, fits any input
+    for item in items:
+        if item.error is None:
+            try:
+                width, height = upright_size(item.path)
+            except InputError:
+                continue
+            try:
+                config.output_size(width, height, native)
+            except ConfigError as err:
+                raise ConfigError(f"{item.path}: {err}") from None
 
 
 class Upscaler:
@@ -88,6 +122,9 @@ class Upscaler:
         overlap: int | None = None,
         batch: int = 1,
         scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        max_size: int | None = None,
         scale_hint: int | None = None,
         max_pixels: int = UpscaleConfig.max_pixels,
         notice: Notice | None = None,
@@ -99,17 +136,38 @@ class Upscaler:
             precision=precision,
             tile=TileConfig(tile=tile, overlap=overlap, batch=batch),
             scale=scale,
+            width=width,
+            height=height,
+            max_size=max_size,
             scale_hint=scale_hint,
             max_pixels=max_pixels,
         )
+        self._open(config, notice)
+
+    @classmethod
+    def from_config(cls, config: UpscaleConfig, notice: Notice | None = None) -> Upscaler:
+        """An Upscaler for a config already built (and so already checked), as `realsr upscale` makes one."""
+        upscaler = cls.__new__(cls)
+        upscaler._open(config, notice)
+        return upscaler
+
+    def _open(self, config: UpscaleConfig, notice: Notice | None) -> None:
         self.config = config
-        self._backend: Backend | None = open_backend(config, notice)
+        self._backend: Backend | None = None
+        stated = stated_scale(config)
+        if stated is not None:
+            config.check_scale(stated)  # before the seconds a load takes
+        self._backend = open_backend(config, notice)
         native = self._backend.spec.scale
-        if config.scale is not None and config.scale > native:
+        try:
+            config.check_scale(native)
+        except ConfigError:
             self.close()
-            raise ConfigError(f"scale {config.scale:g} is above the model's native x{native}; choose 1 to {native}")
+            raise
         self.scale: float = float(config.scale if config.scale is not None else native)
-        """Output scale (1 .. native): the native pass, then Lanczos downsampling when below native."""
+        """Output scale (1 .. native) of the scale option, and the `_x<scale>` of output names: the native pass,
+        then Lanczos downsampling when below native. Output sizes (`output_size`) also follow width, height and
+        max_size."""
         balance = config.tile.balance
         self._balance = (self._backend.device != "cuda") if balance is None else balance
 
@@ -146,8 +204,9 @@ class Upscaler:
         return plan_tiles(height, width, self.spec, self.config.tile, balance=self._balance)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the output for a width x height input at this upscaler's scale."""
-        return scaled_size(width, height, self.scale)
+        """(width, height) of the output for a width x height input at this upscaler's scale or size
+        (`UpscaleConfig.output_size`). Raises ConfigError for a size above the native scale."""
+        return self.config.output_size(width, height, self.native_scale)
 
     def _require(self) -> Backend:
         if self._backend is None:
@@ -174,7 +233,8 @@ class Upscaler:
     def plan_image(self, photo: Photo) -> ImagePlan:
         """The sizes and tiles of `photo`'s upscale."""
         height, width = photo.rgb.shape[:2]
-        return ImagePlan((width, height), self.output_size(width, height), self.plan(width, height))
+        frames = 1 + (len(photo.animation.frames) if photo.animation is not None else 0)
+        return ImagePlan((width, height), self.output_size(width, height), self.plan(width, height), frames)
 
     def upscale_photo(
         self,
@@ -185,17 +245,53 @@ class Upscaler:
         on_tile: TileProgress | None = None,
     ) -> Upscaled:
         """Upscale a decoded photo: colour through the model (tiled), alpha resized separately, then both brought
-        down to this upscaler's scale when it is below native. Pixels are uint8, or uint16 for 16-bit photos.
-        `image_plan` is `plan_image(photo)`, made here when not given. `fmt`, the format the result will be written
-        in, lets the pixels be laid out for that encoder (`new_canvas`); the values are the same either way."""
-        backend = self._require()
+        down to this upscaler's scale when it is below native; every frame of an animation alike (`on_tile` counts
+        the tiles of all frames). Pixels are uint8, or uint16 for 16-bit photos. `image_plan` is
+        `plan_image(photo)`, made here when not given. `fmt`, the format the result will be written in, lets the
+        pixels be laid out for that encoder (`new_canvas`); the values are the same either way."""
         image_plan = image_plan or self.plan_image(photo)
+        frames = [(photo.rgb, photo.alpha), *(photo.animation.frames if photo.animation is not None else [])]
+        upscaled = []
+        for index, (rgb, alpha) in enumerate(frames):
+            progress = on_tile
+            if on_tile is not None and len(frames) > 1:  # frame k's tile j is tile k * count + j of the image
+
+                def progress(done, _total, offset=index * image_plan.tiles.count):
+                    on_tile(offset + done, image_plan.tile_count)
+
+            upscaled.append(self._upscale_frame(rgb, alpha, photo.bit_depth, image_plan, fmt, progress))
+        (pixels, alpha), others = upscaled[0], upscaled[1:]
+        animation = None if photo.animation is None else replace(photo.animation, frames=others)
+        return Upscaled(
+            pixels,
+            alpha,
+            photo.grayscale,
+            photo.icc_profile,
+            photo.exif,
+            image_plan.input_size,
+            list(photo.warnings),
+            photo.jpeg_quality,
+            photo.jpeg_subsampling,
+            animation,
+        )
+
+    def _upscale_frame(
+        self,
+        rgb: np.ndarray,
+        alpha: np.ndarray | None,
+        bit_depth: int,
+        image_plan: ImagePlan,
+        fmt: str | None,
+        on_tile: TileProgress | None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(pixels, alpha) of one frame upscaled, as `upscale_photo` describes."""
+        backend = self._require()
         (w, h), size = image_plan.input_size, image_plan.output_size
         s = backend.spec.scale
-        dtype = np.uint16 if photo.bit_depth == 16 else np.uint8
+        dtype = np.uint16 if bit_depth == 16 else np.uint8
         native = size == (w * s, h * s)  # else the native pass is resized, and the resize makes the final array
         pixels = run_tiled(
-            photo.rgb,
+            rgb,
             backend.run,
             image_plan.tiles,
             s,
@@ -207,21 +303,26 @@ class Upscaler:
         if not native:
             pixels = resize(pixels, size)
         # alpha never goes through the model: Lanczos takes it to the output size
-        alpha = None if photo.alpha is None else resize(photo.alpha, size)
-        return Upscaled(pixels, alpha, photo.grayscale, photo.icc_profile, photo.exif, (w, h), list(photo.warnings))
+        return pixels, None if alpha is None else resize(alpha, size)
 
-    def encode(self, upscaled: Upscaled, dst: Path, fmt: str, quality: int) -> list[str]:
-        """Write `upscaled` to `dst` atomically in `fmt`; returns warnings about what the format could not keep.
+    def encode(self, upscaled: Upscaled, dst: Path, fmt: str, encoding: EncodeConfig) -> list[str]:
+        """Write `upscaled` to `dst` atomically in `fmt` as `encoding` says (its quality and subsampling resolved
+        against the source by `encoder_settings`); returns warnings about what the format could not keep.
         Raises InputError (unwritable destination) or ConfigError (an image the format cannot hold)."""
+        quality, subsampling = encoder_settings(encoding, fmt, upscaled.jpeg_quality, upscaled.jpeg_subsampling)
         return write_image(
             dst,
             upscaled.pixels,
             alpha=upscaled.alpha,
             grayscale=upscaled.grayscale,
             icc_profile=upscaled.icc_profile,
-            exif=upscaled.exif,
+            exif=None if encoding.strip_metadata else upscaled.exif,
             fmt=fmt,
             quality=quality,
+            subsampling=subsampling,
+            compress_level=encoding.png_compression,
+            strip_gps=encoding.strip_gps,
+            animation=upscaled.animation,
         )
 
     # -- in memory
@@ -265,17 +366,22 @@ class Upscaler:
         *,
         out_dir: str | os.PathLike | None = None,
         fmt: str = "same",
-        quality: int = 95,
+        quality: int | None = None,
+        subsampling: str = "keep",
+        png_compression: int = DEFAULT_PNG_COMPRESSION,
+        strip_metadata: bool = False,
+        strip_gps: bool = False,
         on_tile: TileProgress | None = None,
     ) -> UpscaleResult:
         """Upscale one file to `dst` (default: `<stem>_x<scale>.<ext>` beside it, or in `out_dir`), written
-        atomically: a batch of one, so every rule of `upscale_files` holds. With an explicit `dst`, `fmt` "same"
-        follows dst's extension.
+        atomically: a batch of one, so every rule of `upscale_files` holds (the encoding options too). With an
+        explicit `dst`, `fmt` "same" follows dst's extension.
 
         Raises what that batch would report: InputError (unreadable or too large input, unwritable output, out of
         memory), ConfigError (format/quality, an output the format cannot hold) or the backend's errors.
         """
-        options = BatchOptions(out_dir=out_dir, fmt=fmt, quality=quality, on_tile=on_tile)
+        encoding = EncodeConfig(quality, subsampling, png_compression, strip_metadata, strip_gps)
+        options = BatchOptions(out_dir=out_dir, fmt=fmt, encoding=encoding, on_tile=on_tile)
         item = InputItem(Path(src), dst=None if dst is None else Path(dst))
         (job,) = run_batch(self, [item], options)
         if job.error is not None:
@@ -288,7 +394,11 @@ class Upscaler:
         *,
         out_dir: str | os.PathLike | None = None,
         fmt: str = "same",
-        quality: int = 95,
+        quality: int | None = None,
+        subsampling: str = "keep",
+        png_compression: int = DEFAULT_PNG_COMPRESSION,
+        strip_metadata: bool = False,
+        strip_gps: bool = False,
         recursive: bool = False,
         skip_existing: bool = False,
         on_image: ImageCallback | None = None,
@@ -304,12 +414,13 @@ class Upscaler:
         one and encoding of the previous one overlap; `max_inflight_bytes` bounds the upscaled outputs held at
         once (one is always allowed). `on_image` and `on_tile` run on the calling thread. Breaking out of the loop
         or Ctrl-C stops the workers; an output being written is completed or removed, never left partial.
-        Raises ConfigError at once for a bad `fmt` or `quality`.
+        `quality`, `subsampling`, `png_compression`, `strip_metadata` and `strip_gps` are `EncodeConfig`'s (None and
+        "keep" follow the source). Raises ConfigError at once for a bad `fmt` or encoding option.
         """
         options = BatchOptions(
             out_dir=out_dir,
             fmt=fmt,
-            quality=quality,
+            encoding=EncodeConfig(quality, subsampling, png_compression, strip_metadata, strip_gps),
             skip_existing=skip_existing,
             on_image=on_image,
             on_tile=on_tile,

@@ -44,11 +44,6 @@ def quantize(
     return out
 
 
-def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """(width, height) of an image upscaled by `scale`, rounded to whole pixels, at least 1x1."""
-    return max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
-
-
 def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Lanczos-resize (H, W) or (H, W, C) uint8/uint16 pixels to `size` = (width, height); same dtype and channels.
 

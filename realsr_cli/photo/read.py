@@ -20,15 +20,16 @@ import warnings as py_warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import png
 import tifffile
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, JpegImagePlugin
 
 from realsr_cli.errors import InputError
+from realsr_cli.photo.formats import ANIMATED_SOURCES, register_codecs
 from realsr_cli.photo.pixels import quantize
 
 ORIENTATION_TAG = 0x0112
@@ -37,6 +38,19 @@ EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 # description, make, model, software, datetime, artist, copyright
 DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)
 _ANIMATED = "animated or multi-page image: only the first frame is upscaled"
+
+# the IJG (libjpeg) base quantization tables in natural order, luma and chroma: nearly every encoder (libjpeg,
+# Pillow, phones, web tools) scales these by its quality setting, so the scale gives the quality back
+_IJG_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_IJG_CHROMA = (
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99, *(99,) * 32,
+)  # fmt: skip
+_JPEG_SAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}  # JpegImagePlugin.get_sampling's codes
 
 
 # Pillow decodes 16-bit colour PNGs to their high bytes; its C decoder still unfilters whole 16-bit rows, so a
@@ -90,6 +104,33 @@ class Photo:
     """Source format as Pillow names it ("PNG", "JPEG", "WEBP", "TIFF", "GIF", ...); "" for in-memory images."""
     warnings: list[str] = field(default_factory=list)
     """What was lost or changed on the way in, one sentence each (e.g. an animated image's other frames)."""
+    jpeg_quality: int | None = None
+    """A JPEG source's quality on the IJG 1-100 scale, estimated from its quantization tables; None otherwise."""
+    jpeg_subsampling: str | None = None
+    """A colour JPEG source's chroma subsampling ("4:4:4", "4:2:2" or "4:2:0"); None otherwise."""
+    animation: Animation | None = None
+    """The other frames of an animated GIF or WebP and how it plays (`rgb`/`alpha` are the first frame); None
+    for a still photo."""
+
+    def first_frame(self, warning: str) -> Photo:
+        """This photo without its animation, `warning` added to its warnings (it says why)."""
+        return replace(self, animation=None, warnings=[*self.warnings, warning])
+
+
+@dataclass
+class Animation:
+    """An animation's frames after the first, and how it plays, as its source file says."""
+
+    frames: list[tuple[np.ndarray, np.ndarray | None]]
+    """Frames 2..n, each whole (the source's partial frames already composed onto the canvas), upright, as
+    (rgb (H, W, 3), alpha (H, W) or None) with the dtype and alpha presence of the first frame's."""
+    durations: list[int]
+    """Milliseconds each frame shows, the first included."""
+    disposals: list[int] | None
+    """A GIF's disposal method of each frame, the first included (0-3; kept so a GIF output plays the same way);
+    None for WebP, whose encoder chooses its own."""
+    loop: int | None
+    """The source's loop count (0: forever); None when it has none (a GIF without one plays once)."""
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int) -> Photo:
@@ -111,15 +152,22 @@ def read_image(path: str | os.PathLike, *, max_pixels: int) -> Photo:
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from err
     warnings: list[str] = []
+    animation = None
     with _collect_warnings(warnings), _open(path) as im:
         _check_pixels(path, im.size, max_pixels)
         try:
             with _pillow_limit_off():  # GIF and APNG seek to find out, and Pillow checks its limit on each seek
                 # multi-picture JPEGs (MPO) carry a preview or depth map as frame 2: photos, not animations
                 animated = im.format != "MPO" and getattr(im, "is_animated", False)
-            if animated:
-                warnings.insert(0, _ANIMATED)
-            color, alpha, gray = _decode(path, im, warnings)
+            if animated and im.format in ANIMATED_SOURCES:
+                _check_pixels(path, im.size, max_pixels, frames=im.n_frames)
+                with _pillow_limit_off():
+                    color, alpha, animation = _decode_animation(im)
+                gray = False
+            else:
+                if animated:
+                    warnings.insert(0, _ANIMATED)
+                color, alpha, gray = _decode(path, im, warnings)
             # after decoding: Pillow's TIFF load applies the orientation itself and drops the tag
             orientation, exif = _read_exif(im, warnings)
         except (InputError, MemoryError):
@@ -127,11 +175,31 @@ def read_image(path: str | os.PathLike, *, max_pixels: int) -> Photo:
         except Exception as err:  # decoders of untrusted bytes raise anything from OSError to struct.error
             raise InputError(f"{path}: corrupt or truncated image ({err})") from err
         icc = None if im.mode == "CMYK" else im.info.get("icc_profile") or None
-    return _finish(color, alpha, gray, orientation, exif, icc, _source_format(im), warnings)
+        quality, subsampling = _jpeg_coding(im) if im.format in ("JPEG", "MPO") else (None, None)
+    photo = _finish(color, alpha, gray, orientation, exif, icc, _source_format(im), warnings)
+    if animation is not None:  # every frame upright, as the first
+        animation.frames = [
+            (_orient(rgb, orientation), None if a is None else _orient(a, orientation)) for rgb, a in animation.frames
+        ]
+    return replace(photo, jpeg_quality=quality, jpeg_subsampling=subsampling, animation=animation)
+
+
+def upright_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as `read_image` would return it (EXIF rotations applied), from its header
+    alone: nothing is decoded. Raises InputError for a file that cannot be opened."""
+    path = Path(path)
+    with _open(path) as im:
+        width, height = im.size
+        try:
+            orientation = im.getexif().get(ORIENTATION_TAG, 1)
+        except Exception:  # unreadable EXIF: decoding will warn and keep the stored orientation
+            orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # the four that turn by 90 degrees
 
 
 def _open(path: Path) -> Image.Image:
     """Open an image file, reading its header only. Raises InputError."""
+    register_codecs()  # HEIF
     try:
         with _pillow_limit_off():
             return Image.open(path)
@@ -202,12 +270,59 @@ def _pillow_limit_off() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int, frames: int = 1) -> None:
+    """Refuse an image (an animation: all its frames together) of more than `max_pixels` pixels."""
     width, height = size
-    if width * height > max_pixels:
-        raise InputError(
-            f"{path}: {width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,} (--max-pixels)"
-        )
+    total = width * height * frames
+    if total > max_pixels:
+        what = f"{width}x{height} is" if frames == 1 else f"{frames} frames of {width}x{height} are"
+        raise InputError(f"{path}: {what} {total:,} pixels, above the limit of {max_pixels:,} (--max-pixels)")
+
+
+def _decode_animation(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, Animation]:
+    """(first frame's rgb, its alpha or None, the rest) of an animated GIF or WebP, not yet oriented.
+
+    Pillow composes each frame onto the canvas as the source's disposal says, so every frame is whole; alpha is
+    kept for all frames when any frame has a pixel that is not opaque.
+    """
+    pixels, durations, disposals = [], [], []
+    for index in range(im.n_frames):
+        im.seek(index)
+        pixels.append(np.asarray(im.convert("RGBA")))
+        durations.append(int(im.info.get("duration", 0)))
+        disposals.append(getattr(im, "disposal_method", 0))
+    loop = im.info.get("loop")
+    im.seek(0)
+    transparent = any((frame[..., 3] < 255).any() for frame in pixels)
+    frames = [(frame[..., :3], frame[..., 3] if transparent else None) for frame in pixels]
+    animation = Animation(frames[1:], durations, disposals if im.format == "GIF" else None, loop)
+    return frames[0][0], frames[0][1], animation
+
+
+def _jpeg_coding(im: Image.Image) -> tuple[int | None, str | None]:
+    """(quality on the IJG scale, chroma subsampling) of a JPEG, from its header.
+
+    The quality is the one whose IJG tables, scaled as libjpeg scales them, lie nearest the file's: exact for
+    files written by libjpeg-based encoders, the nearest equivalent for cameras' own tables.
+    """
+    tables = getattr(im, "quantization", None) or {}
+    luma, chroma = tables.get(0), tables.get(1)
+    quality = None
+    if luma is not None and len(luma) == 64:
+
+        def distance(q: int) -> int:
+            scale = 5000 // q if q < 50 else 200 - 2 * q
+            error = 0
+            for base, table in ((_IJG_LUMA, luma), (_IJG_CHROMA, chroma)):
+                if table is not None and len(table) == 64:
+                    error += sum(
+                        abs(min(max((b * scale + 50) // 100, 1), 255) - t) for b, t in zip(base, table, strict=True)
+                    )
+            return error
+
+        quality = min(range(1, 101), key=lambda q: (distance(q), -q))
+    sampling = JpegImagePlugin.get_sampling(im) if im.mode != "L" else -1
+    return quality, _JPEG_SAMPLING.get(sampling)
 
 
 def _decode(path: Path, im: Image.Image, warnings: list[str]) -> tuple[np.ndarray, np.ndarray | None, bool]:

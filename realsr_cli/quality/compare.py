@@ -1,5 +1,8 @@
 """Side-by-side crops of several upscalers on the same images (bicubic | model A | model B | ... | HR), so people can
-look rather than read numbers. The models come in as plain `upscale` callables, as in `realsr_cli.quality.evaluate`.
+look rather than read numbers: `compare_images` picks each image's crop and cuts it from every column (scoring each
+column as `realsr eval` does when asked), `compare` lays them out as one PNG grid, and
+`realsr_cli.quality.compare_page` as an HTML page with sliders. The models come in as plain `upscale` callables, as
+in `realsr_cli.quality.evaluate`.
 
 No torch here.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -15,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from realsr_cli.config import CompareConfig
 from realsr_cli.errors import InputError
 from realsr_cli.quality.datasets import bicubic_upscale, list_pairs, read_rgb8
+from realsr_cli.quality.evaluate import ImageResult, Scores, evaluate_images
 
 Upscale = Callable[[np.ndarray], np.ndarray]  # (h, w, 3) uint8 -> (h*s, w*s, 3) uint8
 
@@ -23,6 +28,25 @@ Upscale = Callable[[np.ndarray], np.ndarray]  # (h, w, 3) uint8 -> (h*s, w*s, 3)
 CONTEXT = 32
 LABEL_HEIGHT = 22
 GAP = 4
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One image of a comparison: the same crop of every column, and each column's scores when scored."""
+
+    name: str  # path relative to the LR folder, which is also the HR partner's
+    cells: tuple[np.ndarray, ...]  # (crop*s, crop*s, 3) uint8 per column: bicubic, each model, HR
+    # per column, the whole image's scores as `realsr eval` gives them (HR: its NIQE); empty when not scored
+    scores: tuple[Scores, ...] = ()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What `compare_images` found: the columns and one row per image, for the PNG grid or the HTML page."""
+
+    labels: tuple[str, ...]  # column titles: "bicubic", each model's label, then "HR" when HR images were given
+    rows: tuple[CompareRow, ...]
+    has_reference: bool  # HR images were given: the last column is the ground truth and full-reference scores exist
 
 
 def detail_window(image: np.ndarray, size: int, align: int) -> tuple[int, int]:
@@ -64,11 +88,25 @@ def compare(
     cfg: CompareConfig = CompareConfig(),
     names: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """A labelled grid, one row per image: bicubic, each model, then HR when `hr_dir` is given.
+    """A labelled grid, one row per image: bicubic, each model, then HR when `hr_dir` is given; (H, W, 3) uint8.
+    The images and crops are `compare_images`'s (which says what it raises)."""
+    return grid_image(compare_images(lr_dir, hr_dir, models, cfg, names), cfg.zoom)
 
-    `names` picks images by their path relative to `lr_dir` (default: the first `cfg.count`). Each row shows the
-    most detailed crop of that image. Returns (H, W, 3) uint8. Raises InputError for a missing image or partner,
-    or an image smaller than the crop.
+
+def compare_images(
+    lr_dir: str | os.PathLike,
+    hr_dir: str | os.PathLike | None,
+    models: Sequence[tuple[str, Upscale]],
+    cfg: CompareConfig = CompareConfig(),
+    names: Sequence[str] | None = None,
+    *,
+    scored: bool = False,
+) -> Comparison:
+    """The most detailed crop of each image as bicubic, each model and HR (when `hr_dir` is given) show it.
+
+    `names` picks images by their path relative to `lr_dir` (default: the first `cfg.count`). `scored` also scores
+    every column on the whole image as `realsr eval` does (so each model upscales whole images rather than crops
+    with context). Raises InputError for a missing image or partner, or an image smaller than the crop.
     """
     pairs = list_pairs(lr_dir, hr_dir)
     if names:
@@ -80,30 +118,56 @@ def compare(
     else:
         pairs = pairs[: cfg.count]
     s, crop = cfg.scale, cfg.crop
-    labels = ["bicubic", *(label for label, _ in models)] + (["HR"] if hr_dir is not None else [])
+    labels = ("bicubic", *(label for label, _ in models)) + (("HR",) if hr_dir is not None else ())
     rows = []
-    for _name, lr_path, hr_path in pairs:
+    for name, lr_path, hr_path in pairs:
         lr = read_rgb8(lr_path)
         if min(lr.shape[:2]) < crop:
             raise InputError(f"{lr_path} is {lr.shape[1]}x{lr.shape[0]}, smaller than a {crop}-pixel crop (--crop)")
         hr = read_rgb8(hr_path) if hr_path is not None else None
         bicubic = bicubic_upscale(lr, s)
+        if hr is not None and hr.shape[:2] != bicubic.shape[:2]:
+            raise InputError(
+                f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, not {s} x its LR ({lr.shape[1]}x{lr.shape[0]})"
+            )
         # choose the window on the ground truth where there is one: its detail is real, not an upscaler's
         hy, hx = detail_window(hr if hr is not None else bicubic, crop * s, s)
         y, x = hy // s, hx // s
-        cells = [bicubic[y * s : (y + crop) * s, x * s : (x + crop) * s]]
-        cells += [_upscale_crop(fn, lr, y, x, crop, s) for _, fn in models]
-        if hr is not None:
-            if hr.shape[:2] != bicubic.shape[:2]:
-                raise InputError(
-                    f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, not {s} x its LR ({lr.shape[1]}x{lr.shape[0]})"
-                )
-            cells.append(hr[y * s : (y + crop) * s, x * s : (x + crop) * s])
-        rows.append(cells)
-    return _grid(rows, labels, cfg.zoom)
+
+        def cut(image: np.ndarray, y: int = y, x: int = x) -> np.ndarray:
+            return image[y * s : (y + crop) * s, x * s : (x + crop) * s]
+
+        if scored:
+            outputs = [_checked(fn(lr), lr, s) for _, fn in models]
+            results = [_eval_scores(name, lr, hr, sr, s) for sr in outputs or [bicubic]]
+            model_cells = [cut(sr) for sr in outputs]
+            scores = (results[0].bicubic, *(r.model for r in results[: len(models)]))
+            scores += (results[0].hr,) if hr is not None else ()
+        else:
+            model_cells = [_upscale_crop(fn, lr, y, x, crop, s) for _, fn in models]
+            scores = ()
+        cells = (cut(bicubic), *model_cells) + ((cut(hr),) if hr is not None else ())
+        rows.append(CompareRow(name, cells, scores))
+    return Comparison(labels, tuple(rows), has_reference=hr_dir is not None)
 
 
-def _grid(rows: list[list[np.ndarray]], labels: list[str], zoom: int) -> np.ndarray:
+def _checked(sr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
+    if sr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
+        raise InputError(
+            f"an upscaler returned {sr.shape[1]}x{sr.shape[0]} for a {lr.shape[1]}x{lr.shape[0]} input at x{scale}"
+        )
+    return sr
+
+
+def _eval_scores(name: str, lr: np.ndarray, hr: np.ndarray | None, sr: np.ndarray, scale: int) -> ImageResult:
+    """The scores `realsr eval` gives `sr` (the whole image upscaled), bicubic and the HR."""
+    return next(evaluate_images(lambda _lr: sr, [(name, lr, hr)], scale=scale))
+
+
+def grid_image(comparison: Comparison, zoom: int) -> np.ndarray:
+    """The comparison as one labelled PNG-ready grid: a row per image, a column per upscaler, each crop magnified
+    `zoom` times (nearest neighbour); (H, W, 3) uint8."""
+    labels, rows = comparison.labels, [row.cells for row in comparison.rows]
     cell = rows[0][0].shape[0] * zoom
     width = len(labels) * cell + (len(labels) + 1) * GAP
     height = LABEL_HEIGHT + len(rows) * cell + (len(rows) + 1) * GAP

@@ -13,7 +13,7 @@ from PIL import Image
 
 from realsr_cli.errors import InputError
 from realsr_cli.inference.inputs import folder_images
-from realsr_cli.photo.formats import IMAGE_EXTENSIONS
+from realsr_cli.photo.formats import image_extensions
 from realsr_cli.photo.pixels import quantize
 from realsr_cli.photo.read import read_image
 
@@ -33,8 +33,8 @@ def list_images(folder: str | os.PathLike, what: str) -> dict[str, Path]:
     found = {p.relative_to(folder).as_posix(): p for p in folder_images(folder, recursive=True) if p.is_file()}
     if not found:
         raise InputError(
-            f"{what} folder {folder} holds no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
-            "subfolders included)"
+            f"{what} folder {folder} holds no images (no file with one of the {len(image_extensions())} image "
+            "extensions realsr reads, such as .jpg, .png, .heic, subfolders included)"
         )
     return dict(sorted(found.items()))
 

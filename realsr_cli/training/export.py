@@ -1,8 +1,10 @@
-"""Export E + G_SR from a checkpoint to ONNX (fp32, optional fp16) and TorchScript, with the `ModelSpec` in the
-model metadata, and verify every file against eager PyTorch before it is put in place. Imports torch.
+"""Export E + G_SR from a checkpoint, or a community .pth/.safetensors model that spandrel recognises, to ONNX
+(fp32, optional fp16) and TorchScript, with the `ModelSpec` in the model metadata, and verify every file against
+eager PyTorch before it is put in place. Imports torch.
 
-The exported graph is `clamp(sr_decoder(encoder(x)), 0, 1)`: every backend returns valid images, and the caller
-never clamps. Files are written under temporary names and renamed into place only when all of them pass.
+The exported graph is `clamp(sr_decoder(encoder(x)), 0, 1)` (or the community model's forward, clamped): every
+backend returns valid images, and the caller never clamps. Files are written under temporary names and renamed
+into place only when all of them pass.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import torch
 from torch import nn
 
 from realsr_cli import __version__
-from realsr_cli._files import atomic_write
+from realsr_cli._files import atomic_write, file_sha256
 from realsr_cli.config import MODEL_FORMATS, ExportConfig
 from realsr_cli.errors import ConfigError, InputError, ModelError
+from realsr_cli.inference.runtime.community import is_safetensors, load_community_model, read_state_dict
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
-from realsr_cli.training.checkpoint import load_checkpoint
+from realsr_cli.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from realsr_cli.training.nets import SRNet, count_parameters
 
 VERSION_KEY = "realsr_version"
@@ -49,6 +52,74 @@ class ClampedSRNet(nn.Module):
         return self.net(x).clamp(0.0, 1.0)
 
 
+class ClampedCommunityNet(nn.Module):
+    """A community model's inference graph, as spandrel's descriptor calls it, clamped to [0, 1]; without the
+    descriptor's padding to the model's size multiple, which the exported spec carries and realsr's tiling does."""
+
+    def __init__(self, descriptor) -> None:
+        super().__init__()
+        self.net = descriptor.model
+        # a few architectures (DnCNN, FBCNN, ...) wrap their forward; spandrel keeps that call on the descriptor
+        self._call = descriptor._call_fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._call(self.net, x).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """What an export starts from: the graph to write, its spec, and the sizes it can be traced and checked at."""
+
+    graph: nn.Module
+    spec: ModelSpec  # supports_half is what the source allows; the export's fp16 check may only turn it off
+    path: Path
+    minimum: int = 0  # smallest input edge the network takes (spandrel's size requirement)
+
+    def fit(self, size: tuple[int, int]) -> tuple[int, int]:
+        """`size` raised to the source's minimum and rounded up to its size multiple."""
+        m = self.spec.size_multiple
+        return tuple(-(-max(edge, self.minimum) // m) * m for edge in size)
+
+
+def load_source(path: str | os.PathLike) -> ExportSource:
+    """A realsr checkpoint (E + G_SR), or a community model: a safetensors file, or a PyTorch pickle without the
+    checkpoint marker, read safely and recognised by spandrel (its spec then carries the file's SHA-256).
+
+    Raises InputError, ModelError or BackendError as `load_checkpoint` and `load_community_model` do.
+    """
+    path = Path(path)
+    state = _community_state(path)
+    if state is None:
+        ckpt = load_checkpoint(path)
+        # realsr's own networks: the export's fp16 check alone decides supports_half
+        return ExportSource(ClampedSRNet(ckpt.generator()).eval(), replace(ckpt.spec, supports_half=True), ckpt.path)
+    model = load_community_model(path, state)
+    spec = replace(model.spec, source_sha256=file_sha256(path))
+    return ExportSource(
+        ClampedCommunityNet(model.descriptor).eval(), spec, path, model.descriptor.size_requirements.minimum
+    )
+
+
+def _community_state(path: Path) -> dict | None:
+    """The state dict of a community model file; None for a realsr checkpoint, or for a file that is no model at
+    all (then `load_checkpoint` says what it is)."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if is_safetensors(head):
+        return read_state_dict(path)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # refused or damaged: load_checkpoint gives the message
+        return None
+    if not isinstance(data, dict) or data.get("format") == CHECKPOINT_FORMAT:
+        return None
+    return data
+
+
 @dataclass(frozen=True)
 class ExportReport:
     """What `export_model` wrote and how closely each file matches eager PyTorch."""
@@ -61,7 +132,7 @@ class ExportReport:
     spec: ModelSpec
     """The spec in the fp32 files' metadata (the fp16 file's differs only in `precision`)."""
     parameters: int
-    """Parameters of E + G_SR."""
+    """Parameters of the exported network (E + G_SR for a realsr checkpoint)."""
     seconds: float
 
     @property
@@ -79,18 +150,22 @@ def export_model(
     cfg: ExportConfig = ExportConfig(),
     stem: str | None = None,
 ) -> ExportReport:
-    """Export the checkpoint's E + G_SR as `<stem>.onnx`, `<stem>.fp16.onnx` (cfg.half) and `<stem>.ts` in out_dir.
+    """Export the checkpoint's E + G_SR, or a community model (`load_source`), as `<stem>.onnx`, `<stem>.fp16.onnx`
+    (cfg.half) and `<stem>.ts` in out_dir.
 
     ONNX: opset cfg.opset, input "input" (N, 3, H, W) float32 in [0, 1], output "output" (N, 3, H*s, W*s) float32
     in [0, 1], batch/height/width dynamic, one self-contained file, spec + realsr version in metadata_props.
     The fp16 variant keeps float32 inputs and outputs. TorchScript: a traced module that loads without realsr,
     with the spec as JSON in the extra file TORCHSCRIPT_SPEC_FILE. `supports_half` in every file says whether the
-    fp16 graph stayed within cfg.half_tolerance of eager on ONNX Runtime's CPU provider; if it did not, the fp16
-    file is not written. `stem` defaults to the checkpoint file's stem. Existing files of the same name are replaced.
+    fp16 graph stayed within cfg.half_tolerance of eager on ONNX Runtime's CPU provider (and, for a community model,
+    that spandrel says its architecture supports fp16); if it did not, the fp16 file is not written. A community
+    model is traced and checked at sizes raised to its minimum and size multiple. `stem` defaults to the checkpoint
+    file's stem. Existing files of the same name are replaced.
 
     Raises InputError (missing or corrupt checkpoint, unwritable out_dir), ConfigError (unknown format, --half
-    without onnx, a stem with folders in it), or ModelError (a file differs from eager by more than cfg.tolerance at
-    some check size; nothing is then written).
+    without onnx, a stem with folders in it), ModelError (a file differs from eager by more than cfg.tolerance at
+    some check size, and nothing is then written; a community model of no known architecture) or BackendError
+    (spandrel missing, for a community model).
     """
     start = time.perf_counter()
     unknown = sorted(set(cfg.formats) - set(MODEL_FORMATS))
@@ -102,12 +177,12 @@ def export_model(
         raise ConfigError("--half writes an fp16 ONNX variant: include onnx in the formats")
     if stem is not None and (not stem or stem.startswith(".") or Path(stem).name != stem):
         raise ConfigError(f"export name {stem!r} must be a plain file name stem, without folders or a leading dot")
-    ckpt = load_checkpoint(checkpoint)
-    stem = stem or ckpt.path.stem
+    source = load_source(checkpoint)
+    stem = stem or source.path.stem
     out_dir = _writable_dir(Path(out_dir))
 
-    graph = ClampedSRNet(ckpt.generator()).eval()
-    checks = [(size, _check_input(size, seed=i)) for i, size in enumerate(cfg.check_sizes)]
+    graph = source.graph
+    checks = [(source.fit(size), _check_input(source.fit(size), seed=i)) for i, size in enumerate(cfg.check_sizes)]
     with torch.inference_mode():
         expected = {size: graph(x).numpy() for size, x in checks}
 
@@ -122,23 +197,24 @@ def export_model(
             return temps.enter_context(atomic_write(out_dir / f"{stem}{_SUFFIXES[kind]}"))
 
         with _quiet_export():
-            onnx_model = _to_onnx(graph, cfg.opset)
+            trace_size = source.fit(_TRACE_SIZE)
+            onnx_model = _to_onnx(graph, cfg.opset, trace_size)
             # the fp16 check always runs: it decides supports_half in every file, --half or not
             half_model = _to_fp16(onnx_model)
             max_errors["onnx_fp16"] = errors(_onnx_runner(half_model.SerializeToString()))
             half_ok = all(err <= cfg.half_tolerance for err in max_errors["onnx_fp16"].values())  # False on NaN
-            spec = replace(ckpt.spec, supports_half=half_ok, precision="fp32")
+            spec = replace(source.spec, supports_half=half_ok and source.spec.supports_half, precision="fp32")
 
             if "onnx" in cfg.formats:
                 written["onnx"] = _write_onnx(onnx_model, spec, temp("onnx"))
                 max_errors["onnx"] = errors(_onnx_runner(str(written["onnx"])))
-                if cfg.half and half_ok:
+                if cfg.half and spec.supports_half:
                     written["onnx_fp16"] = _write_onnx(half_model, replace(spec, precision="fp16"), temp("onnx_fp16"))
             if "torchscript" in cfg.formats:
-                written["torchscript"] = _write_torchscript(graph, spec, temp("torchscript"))
+                written["torchscript"] = _write_torchscript(graph, spec, temp("torchscript"), trace_size)
                 module = torch.jit.load(str(written["torchscript"]), map_location="cpu")
                 max_errors["torchscript"] = errors(lambda x: _run_torch(module, x))
-        _check_parity(ckpt.path, max_errors, cfg.tolerance)  # on failure, leaving `temps` removes every file
+        _check_parity(source.path, max_errors, cfg.tolerance)  # on failure, leaving `temps` removes every file
     # leaving `temps` without an error: atomic_write syncs and renames each file into place
     paths = {kind: out_dir / f"{stem}{_SUFFIXES[kind]}" for kind in written}
     return ExportReport(
@@ -204,7 +280,7 @@ def _quiet_export():
         yield
 
 
-def _to_onnx(graph: ClampedSRNet, opset: int) -> onnx.ModelProto:
+def _to_onnx(graph: nn.Module, opset: int, trace_size: tuple[int, int]) -> onnx.ModelProto:
     # the legacy (TorchScript-based) exporter: measured here it exports `compact` in 0.2 s and `paper` in 2.4 s,
     # the dynamo exporter in 4 s and 35 s, and dynamo only emits opset >= 18 natively (17 goes through a
     # fallback version converter); the parity checks below hold either way
@@ -212,7 +288,7 @@ def _to_onnx(graph: ClampedSRNet, opset: int) -> onnx.ModelProto:
     with torch.no_grad():
         torch.onnx.export(
             graph,
-            (torch.rand(1, 3, *_TRACE_SIZE),),
+            (torch.rand(1, 3, *trace_size),),
             buf,
             dynamo=False,
             opset_version=opset,
@@ -249,12 +325,12 @@ def _write_onnx(model: onnx.ModelProto, spec: ModelSpec, fh: BinaryIO) -> Path:
     return Path(fh.name)
 
 
-def _write_torchscript(graph: ClampedSRNet, spec: ModelSpec, fh: BinaryIO) -> Path:
+def _write_torchscript(graph: nn.Module, spec: ModelSpec, fh: BinaryIO, trace_size: tuple[int, int]) -> Path:
     """Trace the graph and write it with `spec` as an extra file to `fh` (an `atomic_write` file); returns its
     temporary path."""
     with torch.no_grad():
         # check_trace would run the net twice more; the parity check against eager below is stricter
-        traced = torch.jit.trace(graph, torch.rand(1, 3, *_TRACE_SIZE), check_trace=False)
+        traced = torch.jit.trace(graph, torch.rand(1, 3, *trace_size), check_trace=False)
     extra = {TORCHSCRIPT_SPEC_FILE: json.dumps(spec.to_dict()), VERSION_KEY: __version__}
     # into memory: torch.jit.save writing a file aborts the whole process (std::terminate) on a full disk
     buffer = io.BytesIO()

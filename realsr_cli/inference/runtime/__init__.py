@@ -1,5 +1,6 @@
-"""Backends that run an exported SR model on float32 NCHW batches: ONNX Runtime (`onnx.py`) and TorchScript
-(`torchscript.py`), behind the `Backend` protocol.
+"""Backends that run an SR model on float32 NCHW batches: ONNX Runtime (`onnx.py`), TorchScript (`torchscript.py`)
+and, for the .pth/.safetensors models people already have, torch with spandrel (`community.py`), behind the
+`Backend` protocol. The bundled models are listed in a manifest beside their files (`bundled.py`).
 
 `open_backend(config)` chooses the model file (`choose_model`: the one named, or the bundled model for the
 fastest backend here), detects its type by content, reads the `ModelSpec` from the model's metadata (or probes
@@ -11,7 +12,7 @@ package, and running ONNX models, never imports torch.
 from __future__ import annotations
 
 import importlib.resources
-import importlib.util
+import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,15 +22,25 @@ import numpy as np
 
 from realsr_cli import host
 from realsr_cli.config import ModelFormat, UpscaleConfig
-from realsr_cli.errors import ConfigError, InputError
-from realsr_cli.inference.runtime.onnx import OnnxBackend
+from realsr_cli.errors import ConfigError, InputError, RealSRError
+from realsr_cli.inference.runtime.bundled import Manifest, read_manifest
+from realsr_cli.inference.runtime.community import CommunityBackend, is_safetensors
+from realsr_cli.inference.runtime.onnx import OnnxBackend, _OnnxInfo
 from realsr_cli.inference.runtime.torchscript import TorchScriptBackend
-from realsr_cli.spec import ModelSpec
+from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
 
 Notice = Callable[[str], None]
 
-DEFAULT_MODEL_STEM = "realsr-compact-x4"
-"""The bundled model's file stem: export/realsr-compact-x4.onnx (+ .fp16.onnx for CUDA) and .ts."""
+# file suffixes that mark a --model value as a path (a missing file), never a bundled model's name
+_MODEL_SUFFIXES = (".onnx", ".ts", ".pt", ".pth", ".safetensors", ".ckpt")
+
+
+def __getattr__(name: str):
+    # DEFAULT_MODEL_STEM, the default bundled model's name and file stem, lives in the manifest (export/models.toml)
+    # and is read from it when first asked for, so replacing the bundled model is one edit there
+    if name == "DEFAULT_MODEL_STEM":
+        return bundled_models().default.name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Backend(Protocol):
@@ -41,7 +52,7 @@ class Backend(Protocol):
     """
 
     spec: ModelSpec
-    name: ModelFormat
+    name: ModelFormat | Literal["torch"]  # torch: a community state dict run eagerly (CommunityBackend)
     device: Literal["cpu", "cuda"]
     precision: Literal["fp32", "fp16", "bf16"]  # the arithmetic the model runs in (inputs and outputs stay fp32)
     path: Path  # the file actually loaded (an fp16/fp32 sibling may stand in for the one asked for)
@@ -54,13 +65,15 @@ class Backend(Protocol):
 def open_backend(config: UpscaleConfig, notice: Notice | None = None) -> Backend:
     """Open the model `config` asks for (`choose_model`) with the right backend.
 
-    `config.backend` "auto" runs whatever the file is; "onnx"/"torchscript" must match the file. `config.device`
+    `config.backend` "auto" runs whatever the file is; "onnx"/"torchscript" must match the file (a .pth or
+    .safetensors community model runs with torch: "torchscript" is accepted for it, "onnx" is not). `config.device`
     "auto" uses CUDA when a GPU is present and the provider really loads, "cuda" insists on trying; either falls
     back to CPU with one `notice`. fp16 ONNX runs only on CUDA: on CPU a sibling fp32 file `<stem>.onnx` stands
     in (with a notice); on CUDA a sibling `<stem>.fp16.onnx` is preferred when the model supports half precision.
     `config.precision` "auto" runs fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16 (AVX512-BF16 or
-    AMX), both only for realsr models that support half precision, fp32 otherwise; an explicit fp16 needs CUDA and
-    bf16 needs TorchScript. Models without realsr metadata are probed for their scale and size multiple;
+    AMX), both only for models that support half precision (realsr's as their metadata says, community models as
+    spandrel says), fp32 otherwise; an explicit fp16 needs CUDA and bf16 needs torch. Exported models without
+    realsr metadata are probed for their scale and size multiple; a community model's come from spandrel.
     `config.scale_hint` must agree with the found scale.
 
     Raises ConfigError (a backend that does not match the file, a precision it cannot run), InputError (missing,
@@ -69,12 +82,18 @@ def open_backend(config: UpscaleConfig, notice: Notice | None = None) -> Backend
     """
     path = choose_model(config)
     kind = detect_format(path)
-    if config.backend not in ("auto", kind):
+    if kind == "state_dict":
+        if config.backend == "onnx":
+            raise ConfigError(
+                f"{path}: is a PyTorch state dict, which runs with torch (--backend auto or torchscript); "
+                f"`realsr export {path} -o DIR` turns it into ONNX"
+            )
+    elif config.backend not in ("auto", kind):
         raise ConfigError(
             f"{path}: is a{'n' if kind == 'onnx' else ''} {kind} model, but --backend {config.backend} was asked for"
         )
-    opener = OnnxBackend.open if kind == "onnx" else TorchScriptBackend.open
-    return opener(
+    openers = {"onnx": OnnxBackend.open, "torchscript": TorchScriptBackend.open, "state_dict": CommunityBackend.open}
+    return openers[kind](
         path,
         config.device,
         precision=config.precision,
@@ -87,13 +106,14 @@ def open_backend(config: UpscaleConfig, notice: Notice | None = None) -> Backend
 
 
 def choose_model(config: UpscaleConfig) -> Path:
-    """The model file `config` runs: its `model`, or else the bundled model for its backend; under backend auto,
-    the bundled file of the backend that runs fastest here (`preferred_backend`), as the bundled model ships both.
+    """The model file `config` runs: its `model` (a file, or a bundled model's name), or else the default bundled
+    model, in the file for its backend; under backend auto, the bundled file of the backend that runs fastest here
+    (`preferred_backend`), as bundled models ship both.
 
-    Raises InputError when no model is given and none is bundled.
+    Raises InputError when no model is given and none is bundled, or for an unknown name.
     """
     backend = config.backend
-    if config.model is None and backend == "auto":
+    if backend == "auto" and (config.model is None or _is_model_name(config.model)):
         backend = preferred_backend(config.device, config.precision)
     return resolve_model(config.model, backend)
 
@@ -107,32 +127,49 @@ def preferred_backend(device: str = "auto", precision: str = "auto") -> str:
     """
     gpu_in_play = device == "cuda" or (device == "auto" and host.gpu_present())
     wants_cpu_bf16 = precision in ("auto", "bf16") and not gpu_in_play
-    if wants_cpu_bf16 and host.cpu_has_native_bf16() and importlib.util.find_spec("torch") is not None:
+    if wants_cpu_bf16 and host.cpu_has_native_bf16() and host.torch_installed():
         return "torchscript"
     return "onnx"
 
 
 def resolve_model(model: str | Path | None, backend: str = "auto") -> Path:
-    """`model` itself, or the bundled model for `backend` (under auto the ONNX file first, then TorchScript).
+    """The model file for `model`: a path as given; a bundled model's name (`realsr models` lists them), or None
+    for the default one, as that model's file for `backend` (under auto the ONNX file first, then TorchScript).
 
-    Raises InputError when no model is given and none is bundled.
+    A value that is neither an existing file nor a bundled name is taken as a path when it has a folder or a
+    model file suffix in it (opening it then says "not found"). Raises InputError for an unknown name (listing the
+    bundled ones) and when the bundled model or its file for `backend` is missing.
     """
-    if model is not None:
+    if model is not None and not _is_model_name(model):
         return Path(model)
-    names = {
-        "auto": [f"{DEFAULT_MODEL_STEM}.onnx", f"{DEFAULT_MODEL_STEM}.ts"],
-        "onnx": [f"{DEFAULT_MODEL_STEM}.onnx"],
-        "torchscript": [f"{DEFAULT_MODEL_STEM}.ts"],
-    }[backend]
-    for folder in default_model_dirs():
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-    looked = ", ".join(str(folder) for folder in default_model_dirs())
-    raise InputError(
-        f"the bundled model ({' or '.join(names)}) is missing from {looked}: reinstall realsr, or pass --model "
-        "with an exported .onnx or .ts file (make one with `realsr export CHECKPOINT -o DIR`)"
-    )
+    manifest = bundled_models()
+    entry = manifest.default if model is None else manifest.find(str(model))
+    if entry is None:
+        raise InputError(
+            f"{model}: no such model file, and no bundled model of that name (bundled: {', '.join(manifest.names)}; "
+            "`realsr models` lists them)"
+        )
+    path = manifest.file(entry, backend)
+    if path is None:
+        wanted = "an ONNX or TorchScript file" if backend == "auto" else f"its {backend} file"
+        raise InputError(
+            f"the bundled model {entry.name} ({wanted}) is missing from {manifest.folder}: reinstall realsr, or pass "
+            "--model with an exported .onnx or .ts file (make one with `realsr export CHECKPOINT -o DIR`)"
+        )
+    return path
+
+
+def bundled_models() -> Manifest:
+    """The manifest of the bundled models, from the first of `default_model_dirs` that holds one (InputError if
+    none does)."""
+    return read_manifest(default_model_dirs())
+
+
+def _is_model_name(model: str | Path) -> bool:
+    """Whether a --model value names a bundled model rather than a file: an existing file always wins, and a value
+    with a folder or a model file suffix in it is a path (a missing file, which opening it reports)."""
+    text = str(model)
+    return not (Path(text).exists() or Path(text).name != text or text.lower().endswith(_MODEL_SUFFIXES))
 
 
 def default_model_dirs() -> list[Path]:
@@ -147,18 +184,42 @@ def default_model_dirs() -> list[Path]:
     return dirs
 
 
+def stated_scale(config: UpscaleConfig) -> int | None:
+    """The native scale of the model `config` runs, as its file states it, read without loading the model, so the
+    options can be checked before the seconds a load takes. None for a file that states none (a model made
+    elsewhere, probed when it is opened) or whose metadata does not parse (opening it says why). Raises what
+    `choose_model` and `detect_format` raise."""
+    path = choose_model(config)
+    kind = detect_format(path)
+    try:
+        if kind == "onnx":
+            spec = _OnnxInfo.read(path).spec
+        elif kind == "torchscript":
+            with zipfile.ZipFile(path) as zf:
+                # torch.jit.save keeps extra files at <archive>/extra/<name>
+                names = [n for n in zf.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_SPEC_FILE}")]
+                spec = ModelSpec.from_dict(json.loads(zf.read(names[0]))) if names else None
+        else:
+            spec = None
+    except (RealSRError, ValueError, zipfile.BadZipFile, OSError):
+        return None
+    return None if spec is None else spec.scale
+
+
 # ---- what a model file is
 
 
 def detect_format(path: Path) -> str:
-    """ "onnx" or "torchscript", from the file's content. Raises InputError for anything else, naming what it is."""
+    """ "onnx", "torchscript" or "state_dict" (a PyTorch pickle or safetensors file: a community model, or a realsr
+    training checkpoint, told apart when it is read), from the file's content. Raises InputError for anything
+    else, naming what it is."""
     if not path.exists():
         raise InputError(f"{path}: model file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; pass a model file (.onnx or .ts)")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4)
+            head = fh.read(9)
     except OSError as err:
         raise InputError(f"{path}: cannot read model file ({err.strerror})") from err
     if not head:
@@ -166,12 +227,14 @@ def detect_format(path: Path) -> str:
     if head.startswith(b"PK\x03\x04"):
         return _zip_kind(path)
     if head[:1] == b"\x80":  # a pickle: torch.save's legacy (non-zip) format
-        raise InputError(_checkpoint_message(path))
+        return "state_dict"
+    if is_safetensors(head):  # before ONNX: its header length may start with an ONNX tag byte
+        return "state_dict"
     # ONNX is a protobuf ModelProto; its first field is ir_version (field 1, varint: tag byte 0x08). Exporters may
     # write other fields first, so accept a few other ModelProto tags and let the parser decide.
     if head[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42):
         return "onnx"
-    raise InputError(f"{path}: not an ONNX or TorchScript model")
+    raise InputError(f"{path}: not an ONNX or TorchScript model, nor a .pth or .safetensors state dict")
 
 
 def _zip_kind(path: Path) -> str:
@@ -184,12 +247,5 @@ def _zip_kind(path: Path) -> str:
     if any("/code/" in n or n.endswith("constants.pkl") for n in names):
         return "torchscript"
     if any(n.endswith("data.pkl") for n in names):
-        raise InputError(_checkpoint_message(path))
+        return "state_dict"
     raise InputError(f"{path}: a zip archive that is neither a TorchScript model nor a PyTorch checkpoint")
-
-
-def _checkpoint_message(path: Path) -> str:
-    return (
-        f"{path}: is a PyTorch checkpoint, not an exported model; run `realsr export {path} -o DIR` first "
-        "and pass the .onnx or .ts file it writes"
-    )

@@ -16,6 +16,7 @@ import numpy as np
 
 from realsr_cli import host
 from realsr_cli._files import first_line
+from realsr_cli.config import split_device
 from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
 from realsr_cli.inference.runtime.checks import check_spec, fp16_needs_cuda, probe_spec
 from realsr_cli.spec import ModelSpec
@@ -122,6 +123,7 @@ class OnnxBackend:
         self.path = path
         self.spec = spec
         self.device = device
+        self.gpu = 0  # the CUDA device index when on CUDA
         self._input = input_name
         self._output = output_name
         self._half_input = half_input  # the graph takes float16 (a foreign fp16 model); ours keep fp32 inputs
@@ -140,6 +142,7 @@ class OnnxBackend:
             )
         ort = _import_ort()
         info = _OnnxInfo.read(path)
+        device, gpu = split_device(device)
         cuda, reason = _cuda_choice(ort, device)
         if reason and device == "cuda":
             notice(f"CUDA not available ({reason}): running on CPU")
@@ -154,7 +157,7 @@ class OnnxBackend:
                 chosen = sibling
             elif info.fp16 and precision == "fp32":
                 chosen = _fp32_sibling_or_fail(path, notice, on_cuda=True)
-            session, failure = _cuda_session(ort, chosen)
+            session, failure = _cuda_session(ort, chosen, gpu)
             if session is None:
                 notice(f"CUDA not available ({failure}): running on CPU")
                 chosen = path
@@ -183,6 +186,7 @@ class OnnxBackend:
             clamp=spec is None,  # realsr exports clamp inside the graph
             precision="fp16" if info.fp16 else "fp32",
         )
+        backend.gpu = gpu
         if spec is None:
             h, w = info.dims[2:]
             if (h is None) != (w is None):
@@ -233,7 +237,7 @@ class OnnxBackend:
         # back in one piece (no per-run host staging in session.run)
         binding = self._session.io_binding()
         binding.bind_cpu_input(self._input, x)
-        binding.bind_output(self._output, "cuda")
+        binding.bind_output(self._output, "cuda", self.gpu)
         if options is None:
             self._session.run_with_iobinding(binding)
         else:
@@ -311,11 +315,11 @@ def _cpu_session(ort, path: Path):
         raise InputError(f"{path}: onnxruntime cannot load the model ({first_line(err, 300)})") from err
 
 
-def _cuda_session(ort, path: Path):
+def _cuda_session(ort, path: Path, gpu: int = 0):
     """(session, None) when the CUDA provider really loaded, else (None, why)."""
     # tiles have one fixed shape per image, so per-shape autotuning would pay off only once per image size;
     # the heuristic pick avoids the hundreds of ms EXHAUSTIVE spends re-benchmarking every conv for a new shape
-    cuda_options = {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
+    cuda_options = {"device_id": gpu, "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
     try:
         with _ort_quiet(ort):
             if hasattr(ort, "preload_dlls"):

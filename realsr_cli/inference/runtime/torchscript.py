@@ -14,6 +14,7 @@ import numpy as np
 
 from realsr_cli import host
 from realsr_cli._files import first_line
+from realsr_cli.config import split_device
 from realsr_cli.errors import BackendError, InputError, ModelError
 from realsr_cli.inference.runtime.checks import check_spec, fp16_needs_cuda, probe_spec
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
@@ -29,8 +30,11 @@ def torch_dtype(torch, precision: str):
     return getattr(torch, _TORCH_DTYPES[precision])
 
 
-def _torch_precision(torch, precision: str, cuda: bool, spec: ModelSpec | None, path: Path, notice: Notice) -> str:
-    """The precision a TorchScript model runs in (see `open_backend`)."""
+def torch_precision(
+    torch, precision: str, cuda: bool, path: Path, notice: Notice, *, fp16_ok: bool, bf16_ok: bool
+) -> str:
+    """The precision a torch model runs in (see `open_backend`): `precision` itself unless it is auto; auto picks
+    fp16 on CUDA where `fp16_ok`, bf16 on a CPU with native bf16 where `bf16_ok`, else fp32."""
     if precision == "fp16" and not cuda:
         raise fp16_needs_cuda(path)
     native_bf16 = cuda or torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -38,20 +42,36 @@ def _torch_precision(torch, precision: str, cuda: bool, spec: ModelSpec | None, 
         notice("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 runs slower than fp32 here")
     if precision != "auto":
         return precision
-    # reduced precision only where export measured that the model holds up in it
-    if spec is None or not spec.supports_half:
-        return "fp32"
     if cuda:
-        return "fp16"
-    return "bf16" if native_bf16 else "fp32"
+        return "fp16" if fp16_ok else "fp32"
+    return "bf16" if bf16_ok and native_bf16 else "fp32"
 
 
-def _import_torch():
-    try:
-        import torch
-    except ImportError as err:
-        raise BackendError("torch is not installed: pip install torch (needed for TorchScript models)") from err
-    return torch
+def torch_target(torch, device: str, notice: Notice) -> str:
+    """ "cuda" or "cpu": where a torch model runs for `device` (auto, cpu, cuda, cuda:N). CUDA when torch sees a
+    GPU and the device is not cpu; "cuda" then means GPU N for the rest of the process. A CUDA device torch cannot
+    see gives one notice and the CPU; a GPU index beyond those present is a BackendError."""
+    device, gpu = split_device(device)
+    if device == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        if device == "cuda":
+            notice("CUDA not available (this torch build or machine has no CUDA device): running on CPU")
+        return "cpu"
+    if gpu >= torch.cuda.device_count():
+        raise BackendError(f"cuda:{gpu} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    torch.cuda.set_device(gpu)  # "cuda" below (the model, every batch) now means this GPU
+    return "cuda"
+
+
+def tune_threads(torch, cuda: bool) -> None:
+    """cuDNN autotuning on CUDA; on CPU every core for intra-op work and one inter-op thread."""
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # tiles share one shape per image: tune once, reuse
+    else:
+        torch.set_num_threads(host.cpu_count())
+        with contextlib.suppress(RuntimeError):  # settable only before the first parallel work
+            torch.set_num_interop_threads(1)
 
 
 class TorchScriptBackend:
@@ -72,14 +92,9 @@ class TorchScriptBackend:
     def open(
         cls, path: Path, device: str = "auto", *, precision: str = "auto", scale_hint: int | None = None, notice: Notice
     ) -> TorchScriptBackend:
-        torch = _import_torch()
-        cuda = False
-        if device != "cpu":
-            if torch.cuda.is_available():
-                cuda = True
-            elif device == "cuda":
-                notice("CUDA not available (this torch build or machine has no CUDA device): running on CPU")
-        target = "cuda" if cuda else "cpu"
+        torch = host.require_torch("the TorchScript backend")
+        target = torch_target(torch, device, notice)
+        cuda = target == "cuda"
         extra = {TORCHSCRIPT_SPEC_FILE: ""}
         try:
             module = torch.jit.load(str(path), map_location=target, _extra_files=extra)
@@ -94,13 +109,10 @@ class TorchScriptBackend:
             except (json.JSONDecodeError, TypeError) as err:
                 raise ModelError(f"{path}: model metadata is malformed ({first_line(err, 300)})") from err
             check_spec(spec, path, scale_hint)
-        if cuda:
-            torch.backends.cudnn.benchmark = True  # tiles share one shape per image: tune once, reuse
-        else:
-            torch.set_num_threads(host.cpu_count())
-            with contextlib.suppress(RuntimeError):  # settable only before the first parallel work
-                torch.set_num_interop_threads(1)
-        precision = _torch_precision(torch, precision, cuda, spec, path, notice)
+        tune_threads(torch, cuda)
+        # reduced precision only where export measured that the model holds up in it
+        half_ok = spec is not None and spec.supports_half
+        precision = torch_precision(torch, precision, cuda, path, notice, fp16_ok=half_ok, bf16_ok=half_ok)
         module = module.to(torch_dtype(torch, precision))
         if not cuda:
             module = module.to(memory_format=torch.channels_last)  # docs/runtime.md: channels-last is faster on CPU
@@ -110,7 +122,7 @@ class TorchScriptBackend:
         return backend
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        torch = _import_torch()
+        torch = host.require_torch("the TorchScript backend")
         try:
             return self._run(batch)
         except torch.cuda.OutOfMemoryError as err:
@@ -119,7 +131,7 @@ class TorchScriptBackend:
             raise BackendError(f"{self.path.name}: inference failed on {self.device} ({first_line(err, 300)})") from err
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        torch = _import_torch()
+        torch = host.require_torch("the TorchScript backend")
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
             if self.device == "cuda":
