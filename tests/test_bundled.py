@@ -76,16 +76,18 @@ def test_default_model_is_the_bundled_model_on_the_fastest_backend():
 
 
 @pytest.mark.parametrize("kind", ["onnx", "torchscript"])
-def test_bundled_model_beats_bicubic_on_a_kodak_crop(kind):
-    """A trained model, not random weights: on a bicubic-downscaled Kodak crop it restores more than bicubic does."""
+def test_bundled_model_beats_bicubic_on_a_noisy_kodak_photo(kind):
+    """A trained model, trained for what it ships for: from a bicubic-downscaled Kodak photo with sensor-like noise
+    (sigma 10 levels, seeded) it restores more than bicubic does (v2: +0.75 dB; v1 fell 1.3 dB below)."""
     from PIL import Image
 
     from realsr_cli.quality.metrics import psnr
 
     with Image.open(ROOT / "realsr_cli" / "samples" / "kodim23.png") as img:
-        hr = np.asarray(img.convert("RGB"))[128:320, 256:448]  # 192x192: the parrots' heads
-    lr = np.asarray(Image.fromarray(hr).resize((48, 48), Image.BICUBIC))
-    bicubic = np.asarray(Image.fromarray(lr).resize((192, 192), Image.BICUBIC))
+        hr = np.asarray(img.convert("RGB"))  # 768x512
+    lr = np.asarray(Image.fromarray(hr).resize((192, 128), Image.BICUBIC)).astype(np.float32)
+    noisy = np.clip(lr + np.random.default_rng(0).normal(0, 10, lr.shape), 0, 255).round().astype(np.uint8)
+    bicubic = np.asarray(Image.fromarray(noisy).resize((768, 512), Image.BICUBIC))
     with Upscaler(model=EXPORTED[kind]) as up:
-        sr = up.upscale(lr)
+        sr = up.upscale(noisy)
     assert psnr(sr, hr) > psnr(bicubic, hr) + 0.5
