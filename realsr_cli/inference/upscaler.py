@@ -142,11 +142,13 @@ class Upscaler:
             scale_hint=scale_hint,
             max_pixels=max_pixels,
         )
+        check_sizes(config, ())  # the scale against what the model file states, before the seconds a load takes
         self._open(config, notice)
 
     @classmethod
     def from_config(cls, config: UpscaleConfig, notice: Notice | None = None) -> Upscaler:
-        """An Upscaler for a config already built (and so already checked), as `realsr upscale` makes one."""
+        """An Upscaler for a config already built and checked against its inputs with `check_sizes`, as `realsr
+        upscale` makes one (the scale is checked again once the model is open)."""
         upscaler = cls.__new__(cls)
         upscaler._open(config, notice)
         return upscaler
@@ -154,9 +156,6 @@ class Upscaler:
     def _open(self, config: UpscaleConfig, notice: Notice | None) -> None:
         self.config = config
         self._backend: Backend | None = None
-        stated = stated_scale(config)
-        if stated is not None:
-            config.check_scale(stated)  # before the seconds a load takes
         self._backend = open_backend(config, notice)
         native = self._backend.spec.scale
         try:
