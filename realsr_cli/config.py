@@ -19,8 +19,9 @@ ModelFormat = Literal["onnx", "torchscript"]  # the model files realsr writes an
 Backend = Literal["auto", ModelFormat]  # auto: whatever the model file is
 # auto: CUDA when it really loads, else the CPU; cuda:N names a GPU by index (checked by `check_device`)
 Device = str
-# auto: fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16, where the model supports half precision
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+# auto: fp16 on CUDA where the model supports half precision; on a CPU the fastest of the model's files and
+# precisions, measured once on this machine (`inference.runtime.fastest`). int8: an ONNX <stem>.int8.onnx, on the CPU
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 Amp = Literal["auto", "off", "bf16", "fp16"]  # training's mixed precision; auto: bf16/fp16 on CUDA, off on CPU
 StyInput = Literal["image", "highpass"]  # what D_t judges in L_sty (TrainConfig.sty_input)
 # chroma resolution of lossy outputs; keep: a colour JPEG source's own, else 4:2:0 (`photo.write.encoder_settings`)
@@ -117,6 +118,9 @@ class UpscaleConfig:
     height: int | None = None
     max_size: int | None = None  # the output's long side at most this many pixels (smaller outputs are kept)
     scale_hint: int | None = None  # the native scale a model made elsewhere should have (checked by a probe run)
+    # input pixels of the whole job when known (`realsr upscale` counts them from the headers): `--precision auto`
+    # weighs each way's start-up against its speed (runtime.fastest); None: a job so large only speed counts
+    job_pixels: int | None = None
     # refuse larger inputs before decoding (decompression bombs); the x4 output is 16 times as many pixels
     max_pixels: int = 64_000_000
 
@@ -202,6 +206,31 @@ class EncodeConfig:
             raise ConfigError(f"quality must be 1 to 100, got {self.quality}")
         if not 0 <= self.png_compression <= 9:
             raise ConfigError(f"PNG compression must be 0 (none, fastest) to 9 (smallest), got {self.png_compression}")
+
+
+# a Ray cluster's address as ray.init takes it: auto (the cluster `ray start` runs here), local (a new one),
+# HOST:PORT, or ray://HOST[:PORT] (Ray Client)
+_RAY_ADDRESS = re.compile(r"auto|local|ray://[^\s/]+|[\w.-]+:\d+")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where `realsr upscale --ray` runs: which Ray cluster, and how many workers it may start there."""
+
+    # None: the cluster RAY_ADDRESS names (`ray job submit` sets it), else a local Ray started for the run
+    address: str | None = None
+    # workers (each one model, its pipeline, a GPU or a few cores); None = as many as the cluster holds now. An
+    # autoscaling cluster grows to fit a larger number
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not _RAY_ADDRESS.fullmatch(self.address):
+            raise ConfigError(
+                f"--ray {self.address}: not a Ray cluster address (auto, local, HOST:PORT or ray://HOST:PORT); "
+                "to start a local Ray for the run, put --ray after the inputs"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ class ModelSpec:
     supports_half: bool = False
     """Whether fp16 inference keeps quality (checked at export); only ever used on CUDA."""
     precision: str = "fp32"
-    """Precision of the stored weights and arithmetic: fp32 or fp16 (inputs and outputs stay fp32)."""
+    """Precision of the stored weights and arithmetic: fp32, fp16 (CUDA) or int8 (static quantization, CPU); inputs
+    and outputs stay fp32."""
     architecture: str = "unknown"
     """Architecture name, e.g. `compact` or `paper`."""
     source_sha256: str = ""
@@ -48,8 +49,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.scale < 1:
             raise ModelError(f"model scale must be a positive integer, got {self.scale}")
-        if self.precision not in ("fp32", "fp16"):
-            raise ModelError(f"unknown model precision {self.precision!r} (expected fp32 or fp16)")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ModelError(f"unknown model precision {self.precision!r} (expected fp32, fp16 or int8)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# `--precision auto` remembers what it measured (runtime.fastest): one cache for the whole run, in-process and in
+# the CLI's subprocesses alike, and never the user's own
+os.environ["REALSR_CACHE_DIR"] = tempfile.mkdtemp(prefix="realsr-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

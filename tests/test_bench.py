@@ -5,6 +5,7 @@ settings, the Markdown, and the console script. Benchmarks print numbers: nothin
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import shutil
@@ -53,6 +54,8 @@ MEASURES = [
     "efficiency 1 MP",
     "peak RSS 12 MP (MiB)",
 ]
+MEASURES_HEADER = "| backend | measure |"
+TIME_SPLIT_HEADER = "| backend | photo |"
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +161,7 @@ def test_reference_convolution(backend, precision):
         ({"backends": ()}, "got none"),
         ({"backends": ("onnx", "tensorrt")}, "tensorrt"),
         ({"device": "tpu"}, "tpu"),
-        ({"precision": "int8"}, "int8"),
+        ({"precision": "int4"}, "int4"),
     ],
 )
 def test_bench_config_rejects_bad_values(options, message):
@@ -208,6 +211,7 @@ def test_run_benchmark_reports_every_measure(bench_run, tiny_exports, generator_
         assert set(size["timings"]) == {"decode", "infer", "encode"}
         assert all(t > 0 for t in size["timings"].values())
         assert sum(size["timings"].values()) <= size["seconds"]
+        assert_time_split(size)
         assert size["output_mp_per_s"] == pytest.approx(16 * pixels / size["seconds"] / 1e6)
         efficiency = generator_flops * pixels / size["seconds"] / 1e9 / reference
         assert size["efficiency"] == pytest.approx(efficiency)
@@ -227,6 +231,9 @@ def test_run_benchmark_reports_every_measure(bench_run, tiny_exports, generator_
     folder = result["folder"]
     assert folder["count"] == 2 and folder["inference_seconds"] > 0
     assert folder["ratio"] == pytest.approx(folder["wall_seconds"] / folder["inference_seconds"])
+    assert folder["images_per_s"] == pytest.approx(2 / folder["wall_seconds"])
+    assert folder["input_mp_per_s"] == pytest.approx(2 * 115 * 86 / folder["wall_seconds"] / 1e6)
+    assert folder["output_mp_per_s"] == pytest.approx(16 * folder["input_mp_per_s"])
 
     applicable = [t for t in TARGETS if t.backend in (None, backend)]
     assert [(c["measure"], c["at_mp"]) for c in result["checks"]] == [(t.measure, t.at_mp) for t in applicable]
@@ -235,6 +242,38 @@ def test_run_benchmark_reports_every_measure(bench_run, tiny_exports, generator_
             assert check["value"] is None and check["passed"] is None
         else:
             assert check["passed"] == (check["value"] <= check["limit"])
+
+
+def assert_time_split(size: dict) -> None:
+    """One end-to-end size's time split: every part measured, and the parts no more than the whole."""
+    startup = size["startup"]
+    assert set(startup) == {"import_realsr", "import_backend", "open", "warmup"}
+    assert all(seconds > 0 for seconds in startup.values())
+    assert list(size["formats"]) == ["jpeg", "png"]
+    # "other" is the process's wall time less everything timed inside it: interpreter start and exit remain
+    assert size["other_seconds"] > 0
+    timed = sum(startup.values()) + size["timed_seconds"]
+    assert timed + size["other_seconds"] == pytest.approx(size["process_seconds"])
+    assert sum(run["wall_seconds"] for run in size["formats"].values()) <= size["timed_seconds"]
+    for run in size["formats"].values():
+        assert set(run["timings"]) == {"decode", "infer", "encode"}
+        assert all(seconds > 0 for seconds in run["timings"].values())
+        assert run["seconds"] == pytest.approx(sum(run["timings"].values()))
+        assert run["seconds"] <= run["wall_seconds"]
+        fresh_process = size["other_seconds"] + sum(startup.values()) + run["wall_seconds"]
+        assert run["total_seconds"] == pytest.approx(fresh_process)
+        assert run["total_seconds"] <= size["process_seconds"]
+        assert run["encode_share"] == pytest.approx(run["timings"]["encode"] / run["total_seconds"])
+    # the end-to-end seconds (and with them the efficiency) are the JPEG run's, as before PNG was measured
+    jpeg = size["formats"]["jpeg"]
+    assert (size["seconds"], size["timings"]) == (jpeg["seconds"], jpeg["timings"])
+
+
+def table_rows(text: str, header: str) -> list[str]:
+    """The body rows of the Markdown table whose header row starts with `header`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header)) + 2  # past the header and its rule
+    return list(itertools.takewhile(lambda line: line.startswith("| "), lines[start:]))
 
 
 def test_run_benchmark_reports_progress(bench_run):
@@ -246,7 +285,7 @@ def test_run_benchmark_reports_progress(bench_run):
 def test_to_markdown_has_a_row_for_every_measure(bench_run):
     report, _ = bench_run
     text = to_markdown(report)
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    rows = table_rows(text, MEASURES_HEADER)
     for backend in ("onnx", "torchscript"):
         labels = [row.split(" | ")[1] for row in rows if row.startswith(f"| {backend} |")]
         reduced = report["backends"][backend]["precision"] != "fp32"  # then the fp32 reference has a row too
@@ -259,12 +298,53 @@ def test_to_markdown_has_a_row_for_every_measure(bench_run):
     assert "| torchscript | peak RSS 12 MP (MiB) | - | <= 1536 | not measured |" in rows
 
 
+def test_to_markdown_shows_where_the_time_goes(bench_run):
+    report, _ = bench_run
+    text = to_markdown(report)
+    rows = table_rows(text, TIME_SPLIT_HEADER)
+    for backend in ("onnx", "torchscript"):
+        result = report["backends"][backend]
+        expected = []
+        for size in result["sizes"]:
+            startup = size["startup"]
+            for fmt, run in size["formats"].items():
+                seconds = [
+                    size["other_seconds"],
+                    startup["open"],
+                    startup["warmup"],
+                    run["timings"]["decode"],
+                    run["timings"]["infer"],
+                    run["timings"]["encode"],
+                    run["total_seconds"],
+                ]
+                other, *later = [f"{value:.2f}" for value in seconds]
+                imports = f"{startup['import_realsr']:.2f} + {startup['import_backend']:.2f}"
+                label = f"{size['mp']:g} MP {fmt.upper()}"
+                expected.append(
+                    " | ".join([f"| {backend}", label, other, imports, *later, f"{run['encode_share']:.1%} |"])
+                )
+        assert [row for row in rows if row.startswith(f"| {backend} |")] == expected
+        assert [row.split(" | ")[1] for row in expected] == [
+            "0.01 MP JPEG",
+            "0.01 MP PNG",
+            "0.02 MP JPEG",
+            "0.02 MP PNG",
+        ]
+        folder = result["folder"]
+        throughput = f"{folder['images_per_s']:.2f} photos/s, {folder['input_mp_per_s']:.3f} input MP/s"
+        assert f"- {backend} folder (2 photos of 0.01 MP, JPEG in and out): {throughput}, " in text
+
+
 def test_to_markdown_shows_a_skipped_backend(bench_run):
     report, _ = bench_run
     skipped = {**report, "backends": {**report["backends"], "torchscript": {"skipped": "no .ts file beside it"}}}
     text = to_markdown(skipped)
     assert "| torchscript | skipped | no .ts file beside it |" in text
     assert not any(line.startswith("| torchscript | model cost") for line in text.splitlines())
+    assert [row.split(" | ")[0] for row in table_rows(text, TIME_SPLIT_HEADER)] == ["| onnx"] * 4
+    assert "- torchscript folder" not in text
+    every_one = {**report, "backends": {name: {"skipped": "no file"} for name in report["backends"]}}
+    assert "Where the time goes" not in to_markdown(every_one)
 
 
 def test_onnx_only_run_skips_a_missing_sibling_and_never_imports_torch(tiny_exports, tmp_path):
@@ -353,7 +433,9 @@ def test_cli_writes_json_and_markdown(tiny_exports, tmp_path):
     markdown = (out / "bench.md").read_text()
     assert markdown == to_markdown(report)
     assert "| onnx | end-to-end 0.01 MP |" in markdown
-    assert "| onnx | end-to-end 0.01 MP |" in proc.stderr  # the table, on stderr
+    assert "| onnx | end-to-end 0.01 MP |" in proc.stderr  # the tables, on stderr
+    assert "| onnx | 0.01 MP PNG |" in proc.stderr
+    assert "- onnx folder (2 photos of 0.01 MP, JPEG in and out):" in proc.stderr
     assert "making test photos" not in proc.stderr  # -q: no progress lines
     assert proc.stdout == ""
 
@@ -378,3 +460,4 @@ def test_cli_help():
     proc = subprocess.run([str(REALSR), "bench", "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "--folder-mp" in proc.stdout and "--markdown" in proc.stdout
+    assert "Where the time goes" in proc.stdout

@@ -23,6 +23,7 @@ from realsr_cli.photo import pixels as photo_pixels
 from realsr_cli.photo import write as photo_write
 from realsr_cli.photo.formats import OUTPUT_FORMATS, output_format_for, output_path
 from realsr_cli.photo.pixels import compose, quantize, resize, to_pil
+from realsr_cli.photo.png import PngWriter
 from realsr_cli.photo.read import photo_from_array, photo_from_pil, read_image
 from realsr_cli.photo.write import new_canvas, write_image
 
@@ -598,12 +599,11 @@ def test_failed_encode_leaves_nothing_behind_and_keeps_the_old_file(tmp_path, mo
     out = tmp_path / "out.png"
     out.write_bytes(b"previous result")
 
-    def half_written(self, fh, *args, **kwargs):
-        fh.write(b"\x89PNG partial")
+    def half_written(self, rows):  # the encoder fails after writing the file's first bytes
+        self.fh.write(b"\x89PNG partial")
         raise interrupt()
 
-    monkeypatch.setattr(Image.Image, "save", half_written)
-    monkeypatch.setattr(png.Writer, "write_packed", half_written)
+    monkeypatch.setattr(PngWriter, "write", half_written)
     pixels = photo_rgb if depth == 8 else photo_rgb.astype(np.uint16) * 257
     with pytest.raises(interrupt):
         write_image(out, pixels)

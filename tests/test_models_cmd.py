@@ -55,7 +55,7 @@ def test_every_bundled_file_exists_and_states_the_manifests_scale(model):
     for name in model.files:
         path = folder / name
         assert path.is_file(), f"{path} is listed in {MANIFEST} but missing"
-        assert Path(name).stem.removesuffix(".fp16") == model.name
+        assert Path(name).stem.removesuffix(".fp16").removesuffix(".int8") == model.name
         assert stated_spec(path).scale == model.scale, name
 
 
@@ -121,9 +121,9 @@ def test_upscale_with_a_bundled_name_and_with_an_unknown_one(tmp_path, rng):
     photo = tmp_path / "photo.png"
     Image.fromarray((rng.random((24, 31, 3)) * 255).astype(np.uint8)).save(photo)
     name = bundled_models().default.name
-    ok = realsr("upscale", photo, "--model", name, "--backend", "onnx", "-o", tmp_path / "out")
+    ok = realsr("upscale", photo, "--model", name, "--backend", "onnx", "--precision", "fp32", "-o", tmp_path / "out")
     assert ok.returncode == 0, ok.stderr
-    assert f"model {name}.onnx (x4" in ok.stderr
+    assert f"model {name}.onnx (x4" in ok.stderr and "on onnx/cpu fp32" in ok.stderr
     assert Image.open(tmp_path / "out" / "photo_x4.png").size == (31 * 4, 24 * 4)
     unknown = realsr("upscale", photo, "--model", "realsr-nope-x4")
     assert unknown.returncode == InputError.exit_code

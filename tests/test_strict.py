@@ -63,7 +63,7 @@ def test_objects_built_directly_are_checked_too():
     "build, message",
     [
         (lambda: UpscaleConfig(backend="tensorrt"), "backend must be one of 'auto', 'onnx', 'torchscript'"),
-        (lambda: UpscaleConfig(precision="int8"), "precision must be one of 'auto', 'fp32', 'fp16', 'bf16'"),
+        (lambda: UpscaleConfig(precision="int4"), "precision must be one of 'auto', 'fp32', 'fp16', 'bf16', 'int8'"),
         (lambda: BenchConfig(device="tpu"), "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
         (lambda: BenchConfig(backends=("onnx", "auto")), r"backends\[1\] must be one of 'onnx', 'torchscript'"),
         (lambda: TrainConfig(amp="fp8"), "amp must be one of 'auto', 'off', 'bf16', 'fp16', got 'fp8'"),

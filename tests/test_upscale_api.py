@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realsr_cli import host
 from realsr_cli.errors import ConfigError, InputError
 from realsr_cli.inference import runtime
 from realsr_cli.inference.inputs import expand_inputs
@@ -187,25 +186,12 @@ def test_default_model_is_found_in_the_export_folder(monkeypatch, tmp_path, tiny
     shutil.copy(tiny_exports["torchscript"], folder / f"{runtime.DEFAULT_MODEL_STEM}.ts")
     shutil.copy(runtime.bundled_models().folder / MANIFEST, folder)  # the manifest names the default model
     monkeypatch.setattr(runtime, "default_model_dirs", lambda: [tmp_path / "missing", folder])
-    for native_bf16, fastest in ((False, "onnx"), (True, "torchscript")):
-        monkeypatch.setattr(host, "cpu_has_native_bf16", lambda native=native_bf16: native)
-        with Upscaler(device="cpu") as up:  # auto: the backend that runs fastest on this CPU
-            assert up.backend_name == fastest and up.model_path.parent == folder
-        with Upscaler(device="cpu", precision="fp32") as up:  # fp32 is ONNX Runtime's strength
-            assert up.backend_name == "onnx"
+    with Upscaler(device="cpu") as up:  # auto: whichever of the two files runs faster here (test_fastest.py)
+        assert up.model_path.parent == folder
+    with Upscaler(device="cpu", precision="fp32") as up:  # the ONNX file, unless TorchScript is asked for
+        assert up.backend_name == "onnx"
     with Upscaler(backend="torchscript") as up:
         assert up.backend_name == "torchscript"
-
-
-def test_preferred_backend_is_torchscript_only_for_bf16_on_the_cpu(monkeypatch):
-    monkeypatch.setattr(host, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(host, "gpu_present", lambda: False)
-    assert runtime.preferred_backend() == runtime.preferred_backend("cpu", "bf16") == "torchscript"
-    assert runtime.preferred_backend("cuda") == runtime.preferred_backend("cpu", "fp32") == "onnx"
-    monkeypatch.setattr(host, "gpu_present", lambda: True)
-    assert runtime.preferred_backend() == "onnx"  # a GPU: ONNX Runtime's CUDA provider with fp16
-    monkeypatch.setattr(host, "cpu_has_native_bf16", lambda: False)
-    assert runtime.preferred_backend("cpu") == "onnx"
 
 
 # ---- files and batches

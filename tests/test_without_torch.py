@@ -45,10 +45,10 @@ def photo(tmp_path) -> Path:
 
 
 def test_onnx_upscaling_works_and_is_chosen_without_torch(tmp_path, photo):
-    # on a CPU with native bf16 the bundled model would run as TorchScript; without torch auto must pick ONNX
+    # where TorchScript would run the bundled model fastest, auto must still pick one of the ONNX files here
     done = realsr_without_torch("upscale", str(photo), "-o", "out/", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "model realsr-compact-x4.onnx" in done.stderr and " on onnx/cpu " in done.stderr, done.stderr
+    assert "model realsr-compact-x4." in done.stderr and " on onnx/cpu " in done.stderr, done.stderr
     with Image.open(tmp_path / "out" / "photo_x4.png") as result:
         assert result.size == (160, 120)
 

@@ -2,14 +2,17 @@
 
 For each backend (ONNX Runtime, TorchScript) one run measures: the model's FLOPs per input pixel, counted from its
 file; a reference convolution's GFLOP/s on the same backend and device; end-to-end throughput, efficiency and peak
-memory on photo-like JPEGs (each size in a fresh process); tiled against whole-image inference; and a folder batch
-against the sum of its pure inference times. `run_benchmark` returns a JSON-ready dict, which
-`realsr_cli.bench.report` renders and saves; `realsr_cli.bench.flops` counts the model's cost. No torch at import:
-an ONNX-only benchmark never imports it.
+memory on generated photo-like images, each size in a fresh process that also says where its seconds went (start-up,
+decode, inference, encode; JPEG in and out, and PNG in and out); tiled against whole-image inference; and a folder
+batch against the sum of its pure inference times, with its throughput. `run_benchmark` returns a JSON-ready dict,
+which `realsr_cli.bench.report` renders and saves; `realsr_cli.bench.flops` counts the model's cost. No torch at
+import: an ONNX-only benchmark never imports it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -32,7 +35,8 @@ from realsr_cli._files import file_sha256
 from realsr_cli.bench.flops import count_flops
 from realsr_cli.config import BenchConfig, split_device
 from realsr_cli.errors import BackendError, InputError, RealSRError
-from realsr_cli.host import TORCH_INSTALL, cpu_count, torch_installed
+from realsr_cli.host import TORCH_INSTALL, amx_usable, cpu_count, cpu_model, torch_installed
+from realsr_cli.inference.pipeline import UpscaleResult
 from realsr_cli.inference.runtime import detect_format, resolve_model
 from realsr_cli.inference.runtime.onnx import session_options
 from realsr_cli.inference.runtime.torchscript import torch_dtype
@@ -46,6 +50,13 @@ REFERENCE_CHANNELS = 64  # the reference 3x3 convolution maps 64 -> 64 channels,
 REFERENCE_RUNS = 5  # timed runs of the reference convolution after two warm-ups (short and steady: five suffice)
 GRAIN_SIGMA = 3.0  # 8-bit levels of Gaussian grain: a Lanczos-enlarged sample is too smooth to compress like a photo
 PHOTO_QUALITY = 92  # JPEG quality of the generated inputs, as cameras and phones write them
+# the libraries each backend imports when it opens a model (the ONNX backend reads the file's metadata with onnx):
+# an end-to-end process imports them first, so that their import is timed apart from opening the model
+BACKEND_LIBRARIES = {"onnx": ("onnx", "onnxruntime"), "torchscript": ("torch",)}
+# each end-to-end photo runs in these formats, in this order, every output in its input's format as `realsr upscale`
+# writes it by default. JPEG first: it is the run whose seconds (and efficiency) the report has always given, and
+# with one repeat it alone also pays for the first run at the photo's shape, as a one-photo upscale does
+END_TO_END_SUFFIXES = {"jpeg": ".jpg", "png": ".png"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ def run_benchmark(cfg: BenchConfig, progress: Progress = lambda line: None) -> d
     with tempfile.TemporaryDirectory(prefix="realsr-bench-") as tmp:
         work = Path(tmp)
         progress(f"making test photos: {', '.join(f'{mp:g}' for mp in cfg.sizes_mp)} MP, folder {cfg.folder_count}")
-        photos = {mp: make_photo(work / f"photo_{mp:g}mp.jpg", mp) for mp in cfg.sizes_mp}
+        photos = {mp: make_photo(work / f"photo_{mp:g}mp.jpg", mp, png_twin=True) for mp in cfg.sizes_mp}
         folder = work / "folder"
         folder.mkdir()
         for i in range(cfg.folder_count):  # distinct grain, so no two files are alike
@@ -132,7 +143,8 @@ def model_files(cfg: BenchConfig) -> dict[str, Path | None]:
 def bench_backend(
     cfg: BenchConfig, name: str, path: Path, photos: dict[float, Path], folder: Path, work: Path, progress: Progress
 ) -> dict:
-    """Every measure for one backend. In this process: reference, tiling, folder; each size in its own process."""
+    """Every measure for one backend. In this process: reference, tiling, folder; each size in its own process.
+    `photos` are JPEGs, each with its PNG twin (`make_photo`)."""
     work.mkdir()
     options = {"backend": name, "device": cfg.device, "precision": cfg.precision, "tile": cfg.tile}
     tiling_mp = min(photos, key=lambda mp: abs(math.log(mp)))  # the photo nearest 1 MP
@@ -150,7 +162,7 @@ def bench_backend(
         progress(f"{name}: folder of {cfg.folder_count} photos of {cfg.folder_mp:g} MP")
         batch = measure_folder(tiled, folder, work / "folder_out")
     flops, counted_from = count_flops(loaded, name)
-    warmup = make_photo(work / "warmup.jpg", 0.01)
+    warmup = make_photo(work / "warmup.jpg", 0.01, png_twin=True)
     sizes = []
     for mp, src in photos.items():
         progress(f"{name}: end-to-end {mp:g} MP in a fresh process")
@@ -172,6 +184,7 @@ def bench_backend(
             {
                 "mp": mp,
                 **run,
+                **time_split(run),
                 "output_mp_per_s": out_width * out_height / run["seconds"] / 1e6,
                 "model_gflops": model_gflops,
                 "efficiency": model_gflops / reference["gflops"],
@@ -197,7 +210,7 @@ def bench_backend(
 
 def reference_conv(backend: str, device: str, precision: str, edge: int = 256) -> dict:
     """GFLOP/s of one 3x3 convolution, 64 -> 64 channels, pad 1, on a 1 x 64 x edge x edge input, as `backend` runs
-    it on `device` (cpu or cuda:N) in `precision` (the model's: fp32, fp16 or bf16): the median of REFERENCE_RUNS
+    it on `device` (cpu or cuda:N) in `precision` (the model's: fp32, fp16, bf16 or int8): the median of REFERENCE_RUNS
     runs after two warm-ups."""
     flops = 2.0 * REFERENCE_CHANNELS * REFERENCE_CHANNELS * 9 * edge * edge
     run = _onnx_conv(device, precision, edge) if backend == "onnx" else _torch_conv(device, precision, edge)
@@ -229,6 +242,8 @@ def _onnx_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
         [weight, bias],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    if precision == "int8":
+        model = _quantized(model, shape, rng)
     # the model's own session settings; on CUDA its conv algorithm choice too (runtime.onnx._cuda_session)
     providers = [("CUDAExecutionProvider", {"device_id": gpu, "cudnn_conv_algo_search": "HEURISTIC"})] if cuda else []
     session = ort.InferenceSession(
@@ -243,6 +258,20 @@ def _onnx_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
     binding.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x, "cuda", gpu))
     binding.bind_output("y", "cuda", gpu)
     return lambda: session.run_with_iobinding(binding)
+
+
+def _quantized(model, shape: list[int], rng: np.random.Generator):
+    """The one-convolution model quantized to int8 as `realsr quantize` quantizes a model, calibrated on random
+    inputs like the timed one."""
+    import onnx
+
+    from realsr_cli.inference.runtime.int8 import quantize_int8
+
+    with tempfile.TemporaryDirectory(prefix="realsr-bench-") as tmp:
+        source, quantized = Path(tmp) / "conv.onnx", Path(tmp) / "conv.int8.onnx"
+        onnx.save(model, str(source))
+        quantize_int8(source, quantized, [{"x": rng.random(shape, dtype=np.float32)} for _ in range(2)])
+        return onnx.load(str(quantized))
 
 
 def _torch_conv(device: str, precision: str, edge: int) -> Callable[[], object]:
@@ -300,7 +329,8 @@ def measure_tiling(tiled: Upscaler, whole: Upscaler, src: Path, repeats: int) ->
 
 def measure_folder(up: Upscaler, folder: Path, out_dir: Path) -> dict:
     """Wall seconds of `upscale_files` over the folder (JPEG out), over the sum of each photo's pure inference
-    (decoded beforehand, then `upscale_photo` alone, one after another)."""
+    (decoded beforehand, then `upscale_photo` alone, one after another); and the folder's throughput over that wall
+    time: photos, input megapixels and output megapixels per second."""
     files = sorted(folder.iterdir())
     up.upscale_photo(read_image(files[0], max_pixels=up.config.max_pixels))  # warm-up at this size
     inference = 0.0
@@ -313,7 +343,17 @@ def measure_folder(up: Upscaler, folder: Path, out_dir: Path) -> dict:
     failed = [result for result in results if not result.ok]
     if failed:
         raise RealSRError(f"the folder benchmark failed: {failed[0].error}")
-    return {"count": len(files), "wall_seconds": wall, "inference_seconds": inference, "ratio": wall / inference}
+    input_pixels = sum(math.prod(result.input_size) for result in results)
+    output_pixels = sum(math.prod(result.output_size) for result in results)
+    return {
+        "count": len(files),
+        "wall_seconds": wall,
+        "inference_seconds": inference,
+        "ratio": wall / inference,
+        "images_per_s": len(files) / wall,
+        "input_mp_per_s": input_pixels / wall / 1e6,
+        "output_mp_per_s": output_pixels / wall / 1e6,
+    }
 
 
 def memory_growth(sizes: list[dict]) -> float | None:
@@ -324,52 +364,111 @@ def memory_growth(sizes: list[dict]) -> float | None:
     return (large["peak_rss_mib"] - small["peak_rss_mib"]) / (large["mp"] - small["mp"])
 
 
-_CHILD = "import sys; from realsr_cli.bench.benchmark import child_main; child_main(sys.argv[1])"
+# the child times its own first import, realsr's upscaler (and with it numpy and Pillow): what any upscale imports.
+# This module's further imports (the benchmark's own) come after, untimed, and so count as "other"
+_CHILD = (
+    "import time; started = time.perf_counter(); import realsr_cli.inference.upscaler; "
+    "imported = time.perf_counter(); import sys; from realsr_cli.bench.benchmark import child_main; "
+    "child_main(sys.argv[1], imported - started)"
+)
 
 
 def run_child(args: dict) -> dict:
-    """Run `child_main(args)` in a fresh Python process, so that its peak memory is this photo's alone."""
+    """Run `child_main(args)` in a fresh Python process, so that its peak memory is this photo's alone; its JSON
+    plus "process_seconds", the process's wall time from this side (interpreter start and exit included)."""
     env = dict(os.environ)  # the child imports this same realsr_cli, installed or not
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     command = [sys.executable, "-c", _CHILD, json.dumps(args)]
+    start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    process_seconds = time.perf_counter() - start
     if proc.returncode < 0:  # the kernel's out-of-memory killer sends SIGKILL
         raise RealSRError(f"end-to-end run of {Path(args['src']).name} was killed by signal {-proc.returncode}")
     if proc.returncode > 0:  # the child's error class, by its exit code
         why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         error = {e.exit_code: e for e in RealSRError.__subclasses__()}.get(proc.returncode, RealSRError)
         raise error(f"end-to-end run of {Path(args['src']).name} failed: {why}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_seconds": process_seconds}
 
 
-def child_main(args_json: str) -> None:
-    """The fresh process: open the model, warm up on a small photo, time `upscale_file` (JPEG in, JPEG out) and
-    print one JSON line: the median run's seconds and split, the device, and the process's peak memory."""
+def child_main(args_json: str, import_seconds: float) -> None:
+    """The fresh process, `import_seconds` after `_CHILD` began importing realsr: import the backend's libraries,
+    open the model, warm up on a small photo in each format, then upscale the photo JPEG -> JPEG and its PNG twin
+    PNG -> PNG in turn, `repeats` times each, and print one JSON line:
+    - "startup": seconds of "import_realsr", "import_backend", "open" (the Upscaler) and "warmup" (both formats);
+    - "formats": per format, its median run's "seconds" and "timings" (the image's own decode, infer and encode)
+      and "wall_seconds" (the call, pipeline threads included); the JPEG run's also as "seconds" and "timings";
+    - "timed_seconds": the wall seconds of all timed runs together;
+    - the sizes, the device and precision, and the process's peak memory (of every run, both formats)."""
     args = json.loads(args_json)
     out_dir = Path(args["out_dir"])
+    startup = {"import_realsr": import_seconds, "import_backend": timed(import_backend_libraries, args["backend"])}
+    runs: dict[str, list[tuple[float, UpscaleResult]]] = {fmt: [] for fmt in END_TO_END_SUFFIXES}
     try:
         options = {key: args[key] for key in ("backend", "device", "precision", "tile")}
+        start = time.perf_counter()
         with Upscaler(args["model"], **options) as up:
-            up.upscale_file(args["warmup"], out_dir / "warmup_x4.jpg")
-            runs = [up.upscale_file(args["src"], out_dir / "photo_x4.jpg") for _ in range(args["repeats"])]
+            startup["open"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for suffix in END_TO_END_SUFFIXES.values():  # the first use of each encoder belongs to start-up too
+                up.upscale_file(Path(args["warmup"]).with_suffix(suffix), out_dir / f"warmup_x4{suffix}")
+            startup["warmup"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(args["repeats"]):  # interleaved, so a change in machine load hits both formats alike
+                for fmt, suffix in END_TO_END_SUFFIXES.items():
+                    src = Path(args["src"]).with_suffix(suffix)
+                    wall_start = time.perf_counter()
+                    result = up.upscale_file(src, out_dir / f"photo_x4{suffix}")
+                    runs[fmt].append((time.perf_counter() - wall_start, result))
+            timed_seconds = time.perf_counter() - start
             device, precision = up.device, up.precision
     except RealSRError as err:
         print(err, file=sys.stderr)
         sys.exit(err.exit_code)
-    run = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]  # the median run (the later middle one if even)
+    # each format's median run (the later middle one if even)
+    medians = {fmt: sorted(pairs, key=lambda pair: pair[1].seconds)[len(pairs) // 2] for fmt, pairs in runs.items()}
+    formats = {
+        fmt: {"seconds": run.seconds, "wall_seconds": wall, "timings": run.timings}
+        for fmt, (wall, run) in medians.items()
+    }
+    jpeg = medians["jpeg"][1]
     print(
         json.dumps(
             {
-                "input_size": list(run.input_size),
-                "output_size": list(run.output_size),
-                "seconds": run.seconds,
-                "timings": run.timings,
+                "input_size": list(jpeg.input_size),
+                "output_size": list(jpeg.output_size),
+                "seconds": formats["jpeg"]["seconds"],
+                "timings": formats["jpeg"]["timings"],
+                "formats": formats,
+                "startup": startup,
+                "timed_seconds": timed_seconds,
                 "device": device,
                 "precision": precision,
                 "peak_rss_mib": peak_rss_mib(),
             }
         )
     )
+
+
+def import_backend_libraries(backend: str) -> None:
+    """Import what `backend` imports to open a model, so that the open that follows is the model's alone."""
+    for library in BACKEND_LIBRARIES[backend]:
+        with contextlib.suppress(ImportError):  # a missing one is the backend's own BackendError, when the model opens
+            importlib.import_module(library)
+
+
+def time_split(run: dict) -> dict:
+    """Where an end-to-end process's seconds went, from `run_child`'s result: "other_seconds", its wall time less
+    everything timed inside it (interpreter start and exit, the benchmark's own imports and code), and "formats"
+    with each format's "total_seconds", what a fresh process that upscales this one photo costs (other, start-up
+    and the median run's wall seconds), and "encode_share", the encode seconds' share of that total."""
+    startup = sum(run["startup"].values())
+    other = run["process_seconds"] - startup - run["timed_seconds"]
+    formats = {}
+    for fmt, result in run["formats"].items():
+        total = other + startup + result["wall_seconds"]
+        formats[fmt] = {**result, "total_seconds": total, "encode_share": result["timings"]["encode"] / total}
+    return {"other_seconds": other, "formats": formats}
 
 
 def peak_rss_mib() -> float | None:
@@ -391,9 +490,10 @@ def peak_rss_mib() -> float | None:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on other Unixes
 
 
-def make_photo(path: Path, megapixels: float, seed: int = 0) -> Path:
+def make_photo(path: Path, megapixels: float, seed: int = 0, png_twin: bool = False) -> Path:
     """Write a photo-like 4:3 JPEG of about `megapixels`: the bundled Kodak sample, cropped to 4:3 and
-    Lanczos-resized, with mild Gaussian grain."""
+    Lanczos-resized, with mild Gaussian grain. With `png_twin`, the same pixels also go, losslessly, to the PNG of
+    the same stem beside it."""
     from PIL import Image
 
     width = max(4, round(math.sqrt(megapixels * 1e6 * 4 / 3)))
@@ -406,13 +506,17 @@ def make_photo(path: Path, megapixels: float, seed: int = 0) -> Path:
     image = sample.resize((width, height), Image.Resampling.LANCZOS, box=(left, top, left + crop_w, top + crop_h))
     grain = np.random.default_rng(seed).standard_normal((height, width, 3), dtype=np.float32) * GRAIN_SIGMA
     pixels = np.clip(np.asarray(image, np.float32) + grain, 0, 255).round().astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=PHOTO_QUALITY)
+    image = Image.fromarray(pixels)
+    image.save(path, quality=PHOTO_QUALITY)
+    if png_twin:
+        image.save(path.with_suffix(".png"))
     return path
 
 
 def describe_machine(on_cuda: bool) -> dict:
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
+        "amx": amx_usable(),  # false on a CPU without AMX, and where the process is refused it
         "cores": cpu_count(),
         "gpu": _gpu_name() if on_cuda else None,
         "python": platform.python_version(),
@@ -420,13 +524,6 @@ def describe_machine(on_cuda: bool) -> dict:
         "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "torch": _version("torch"),
     }
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")  # Linux; elsewhere platform.processor() is the best there is
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def _gpu_name() -> str | None:

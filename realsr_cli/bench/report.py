@@ -12,11 +12,12 @@ from realsr_cli._files import atomic_write
 from realsr_cli.errors import InputError
 
 SIZE_LABELS = {"efficiency": "efficiency {mp:g} MP", "peak_rss_mib": "peak RSS {mp:g} MP (MiB)"}  # Markdown rows
+FORMAT_LABELS = {"jpeg": "JPEG", "png": "PNG"}
 
 
 def to_markdown(report: dict) -> str:
     """The report as Markdown: machine and model files, then one row per measure per backend, with the target and
-    pass/fail where one applies."""
+    pass/fail where one applies; then where the time goes (`_time_split`)."""
     machine, cfg = report["machine"], report["config"]
     gpu = f"; GPU {machine['gpu']}" if machine["gpu"] else ""
     versions = f"realsr {machine['realsr']}, onnxruntime {machine['onnxruntime']}, torch {machine['torch']}"
@@ -30,7 +31,7 @@ def to_markdown(report: dict) -> str:
     lines = [
         "# realsr bench",
         "",
-        f"- machine: {machine['cpu']}, {machine['cores']} cores{gpu}",
+        f"- machine: {machine['cpu']}, {machine['cores']} cores, AMX {'in use' if machine.get('amx') else 'none'}{gpu}",
         f"- versions: {versions}, Python {machine['python']}",
         f"- settings: {settings}",
     ]
@@ -64,7 +65,60 @@ def to_markdown(report: dict) -> str:
                 target = f"{'<=' if check['at_most'] else '>='} {check['limit']:g}"
                 verdict = {True: "pass", False: "**FAIL**", None: "not measured"}[check["passed"]]
             lines.append(f"| {name} | {label} | {value} | {target} | {verdict} |")
+    lines += _time_split(report)
     return "\n".join(lines) + "\n"
+
+
+def _time_split(report: dict) -> list[str]:
+    """The "where the time goes" section: one row per backend, size and format, whose parts add up to its total
+    (but for the pipeline's own milliseconds, in the total only), then each backend's folder throughput. Nothing
+    when every backend was skipped."""
+    rows, folders = [], []
+    for name, result in report["backends"].items():
+        if "skipped" in result:
+            continue
+        for size in result["sizes"]:
+            startup = size["startup"]
+            for fmt, run in size["formats"].items():
+                split = run["timings"]
+                cells = [
+                    name,
+                    f"{size['mp']:g} MP {FORMAT_LABELS[fmt]}",
+                    f"{size['other_seconds']:.2f}",
+                    f"{startup['import_realsr']:.2f} + {startup['import_backend']:.2f}",
+                    f"{startup['open']:.2f}",
+                    f"{startup['warmup']:.2f}",
+                    f"{split['decode']:.2f}",
+                    f"{split['infer']:.2f}",
+                    f"{split['encode']:.2f}",
+                    f"{run['total_seconds']:.2f}",
+                    f"{run['encode_share']:.1%}",
+                ]
+                rows.append(f"| {' | '.join(cells)} |")
+        folder = result["folder"]
+        photos = f"{folder['count']} photos of {report['config']['folder_mp']:g} MP, JPEG in and out"
+        throughput = (
+            f"{folder['images_per_s']:.2f} photos/s, {folder['input_mp_per_s']:.3f} input MP/s, "
+            f"{folder['output_mp_per_s']:.2f} output MP/s"
+        )
+        folders.append(f"- {name} folder ({photos}): {throughput} ({folder['wall_seconds']:.2f} s)")
+    if not rows:
+        return []
+    return [
+        "",
+        "## Where the time goes",
+        "",
+        "Seconds of one fresh process per photo size, the photo upscaled in its own format (JPEG in and out, PNG in",
+        "and out). other: interpreter start and exit; import: realsr + the backend's library; open: the model;",
+        "warm-up: a small photo in each format; decode, inference, encode: the median run; total: all of these,",
+        "what one `realsr upscale` of the photo costs; encode share: encode / total.",
+        "",
+        "| backend | photo | other | import | open | warm-up | decode | inference | encode | total | encode share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        *folders,
+    ]
 
 
 def _rows(result: dict):

@@ -29,6 +29,7 @@ COMMANDS = {
     "bench": "realsr_cli.cli.bench:bench_command",
     "degrade": "realsr_cli.cli.degrade:degrade_command",
     "models": "realsr_cli.cli.models:models_command",
+    "quantize": "realsr_cli.cli.quantize:quantize_command",
 }
 
 EPILOG = f"""Exit codes: 0 success; 1 error; 2 bad usage or config; 3 bad input (image, checkpoint, folder) or

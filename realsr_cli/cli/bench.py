@@ -50,8 +50,8 @@ DEFAULT_SIZES = ",".join(f"{mp:g}" for mp in BenchConfig.sizes_mp)
     "--sizes",
     default=DEFAULT_SIZES,
     show_default=True,
-    help="Comma-separated sizes in megapixels of the photos timed end to end, each in a fresh process; "
-    "the one nearest 1 MP also measures tiling.",
+    help="Comma-separated sizes in megapixels of the photos timed end to end, each in a fresh process, JPEG in "
+    "and out and PNG in and out; the one nearest 1 MP also measures tiling.",
 )
 @click.option(
     "--folder",
@@ -59,7 +59,7 @@ DEFAULT_SIZES = ",".join(f"{mp:g}" for mp in BenchConfig.sizes_mp)
     type=click.IntRange(min=1),
     default=BenchConfig.folder_count,
     show_default=True,
-    help="Number of photos in the folder that measures the batch pipeline.",
+    help="Number of photos in the folder that measures the batch pipeline and its throughput.",
 )
 @click.option(
     "--folder-mp",
@@ -94,9 +94,9 @@ DEFAULT_SIZES = ",".join(f"{mp:g}" for mp in BenchConfig.sizes_mp)
     "markdown_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Write the results table as Markdown to this file.",
+    help="Write the tables as Markdown to this file.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines; the results table still prints.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines; the tables still print.")
 def bench_command(
     model, backend, device, precision, sizes, folder_count, folder_mp, tile, repeats, json_path, markdown_path, quiet
 ):
@@ -105,7 +105,13 @@ def bench_command(
     For each backend: FLOPs per input pixel counted from the model file, a reference convolution's speed on the
     same backend and device, end-to-end throughput, efficiency and peak memory on photo-like JPEGs, the cost of
     tiling, and how well a folder batch overlaps decoding, inference and encoding. Targets for a 2-core CPU are
-    shown with pass or fail. The table goes to stderr.
+    shown with pass or fail.
+
+    Where the time goes: each photo size runs in a fresh process, which reports its start-up (importing realsr
+    and the backend's library, opening the model, a warm-up on a small photo), then decode, inference and encode
+    for JPEG in and out and for PNG in and out, the total a one-photo `realsr upscale` costs, and encoding's share
+    of it; the rest of the process's wall time (interpreter start and exit) shows as "other". The folder batch
+    reports photos, input megapixels and output megapixels per second. The tables go to stderr.
 
     \b
     Examples:

@@ -1,5 +1,5 @@
-"""`realsr upscale`: a thin Click layer over `realsr_cli.inference.upscaler.Upscaler`; owns only the console output
-and the rule that makes `-o` a file or a folder.
+"""`realsr upscale`: a thin Click layer over `realsr_cli.inference.upscaler.Upscaler` (and, with --ray, over
+`realsr_cli.cluster.job.RayJob`); owns only the console output and the rule that makes `-o` a file or a folder.
 
 No torch here: the ONNX path never imports it.
 """
@@ -24,6 +24,8 @@ from realsr_cli.config import (
     PRECISIONS,
     SMALL_PHOTO_TILE,
     SUBSAMPLINGS,
+    ClusterConfig,
+    EncodeConfig,
     TileConfig,
     UpscaleConfig,
 )
@@ -36,6 +38,7 @@ INPUT_OUTPUT = "Input and output"
 MODEL_DEVICE = "Model and device"
 TILING_SPEED = "Tiling and speed"
 FORMAT_METADATA = "Output format and metadata"
+CLUSTER = "Ray cluster"
 
 
 @click.command("upscale")
@@ -43,6 +46,7 @@ FORMAT_METADATA = "Output format and metadata"
 @click.option_panel(MODEL_DEVICE)
 @click.option_panel(TILING_SPEED)
 @click.option_panel(FORMAT_METADATA)
+@click.option_panel(CLUSTER)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option(
     "-o",
@@ -146,8 +150,9 @@ FORMAT_METADATA = "Output format and metadata"
     default="auto",
     show_default=True,
     panel=MODEL_DEVICE,
-    help="Arithmetic of the model: auto runs fp16 on CUDA and bf16 for TorchScript on CPUs with native bf16 "
-    "(realsr models that support half precision), else fp32. fp16 needs CUDA, bf16 TorchScript.",
+    help="Arithmetic of the model: auto runs fp16 on CUDA (realsr models that support half precision); on a CPU "
+    "the fastest of the model's ways to run (ONNX fp32 or int8, TorchScript fp32 or bf16), measured once per "
+    "machine and remembered. fp16 needs CUDA, bf16 TorchScript, int8 a <stem>.int8.onnx (realsr quantize).",
 )
 @click.option(
     "--scale-hint",
@@ -229,6 +234,27 @@ FORMAT_METADATA = "Output format and metadata"
 @click.option(
     "--strip-gps", is_flag=True, panel=FORMAT_METADATA, help="Write EXIF without its GPS block (the location)."
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    panel=CLUSTER,
+    help="Run on a Ray cluster (`pip install 'realsr-cli[ray]'`): auto (the cluster `ray start` runs here), "
+    "HOST:PORT or ray://HOST:PORT; alone, the cluster RAY_ADDRESS names, else a local Ray started for the run. "
+    "Same outputs as a local run; a journal beside them lets a rerun redo only what is missing. Inputs and outputs "
+    "must be on storage every node mounts at the same path.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    panel=CLUSTER,
+    help="Ray workers (one model each, on a GPU or a few cores). Default: as many as the cluster holds now; an "
+    "autoscaling cluster grows to more.",
+)
 @click.pass_context
 def upscale(
     ctx,
@@ -257,6 +283,8 @@ def upscale(
     png_compression,
     strip_metadata,
     strip_gps,
+    ray_address,
+    workers,
 ):
     """Upscale photos: files, folders and glob patterns.
 
@@ -271,9 +299,11 @@ def upscale(
       realsr upscale photos/ -r -o out/         a folder tree, into out/
       realsr upscale "shots/*.jpg" --width 3840 3840 wide, height by aspect
       realsr upscale photo.jpg --max-size 4096 --format webp --json
+      realsr upscale photos/ -o big/ --ray      on a Ray cluster; rerun to resume
     """
     from realsr_cli.inference.inputs import expand_inputs
-    from realsr_cli.inference.upscaler import Upscaler, check_sizes
+    from realsr_cli.inference.pipeline import BatchOptions
+    from realsr_cli.inference.upscaler import check_sizes, job_pixels
 
     config = UpscaleConfig(
         model=model,
@@ -288,17 +318,43 @@ def upscale(
         scale_hint=scale_hint,
         max_pixels=max_pixels,
     )
+    if ray_address is None and workers is not None:
+        raise ConfigError("--workers counts the workers of a Ray run: add --ray")
+    cluster = None if ray_address is None else ClusterConfig(address=ray_address or None, workers=workers)
     items = expand_inputs(inputs, recursive)
     items, out_dir = _output_target(output, items, fmt)
     check_sizes(config, items)
+    config = dataclasses.replace(
+        config, job_pixels=job_pixels(items)
+    )  # a few photos: the way that starts soonest may win
+    options = BatchOptions(
+        out_dir=out_dir,
+        fmt=fmt,
+        encoding=EncodeConfig(quality, subsampling, png_compression, strip_metadata, strip_gps),
+        skip_existing=skip_existing,
+    )
     started = time.perf_counter()
+    if cluster is None:
+        results = _upscale_here(config, items, options, as_json, quiet)
+    else:
+        results = _upscale_on_ray(cluster, config, items, options, as_json, quiet)
+    _summary(results, time.perf_counter() - started, quiet)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        # a single input keeps its own error's exit code; a batch says "some failed"
+        ctx.exit(failed[0].exit_code if len(results) == 1 else EXIT_SOME_FAILED)
+
+
+def _upscale_here(config: UpscaleConfig, items: list, options, as_json: bool, quiet: bool) -> list:
+    """Upscale `items` on this machine, reporting each result; returns the results."""
+    from realsr_cli.inference.upscaler import Upscaler
+
     with Upscaler.from_config(config, notice=notice) as up:
         if not quiet:
-            console.print(
-                f"model {escape(up.model_path.name)} (x{up.native_scale}, {up.spec.architecture}) on "
-                f"{up.backend_name}/{up.device} {up.precision}; output {_output_size(up)}; {len(items)} input(s)",
-                soft_wrap=True,
+            model = _model_line(
+                up.model_path.name, up.native_scale, up.spec.architecture, up.backend_name, up.device, up.precision
             )
+            console.print(f"{model}; output {_output_size(config, up.scale)}; {len(items)} input(s)", soft_wrap=True)
         results = []
         with progress_bar(quiet) as progress:
             images = progress.add_task("images", total=len(items))
@@ -315,35 +371,74 @@ def upscale(
             def on_tile(done, total):
                 progress.update(tiles, completed=done, total=total)
 
+            encoding = options.encoding
             for result in up.upscale_files(
                 items,
-                out_dir=out_dir,
-                fmt=fmt,
-                quality=quality,
-                subsampling=subsampling,
-                png_compression=png_compression,
-                strip_metadata=strip_metadata,
-                strip_gps=strip_gps,
-                skip_existing=skip_existing,
+                out_dir=options.out_dir,
+                fmt=options.fmt,
+                quality=encoding.quality,
+                subsampling=encoding.subsampling,
+                png_compression=encoding.png_compression,
+                strip_metadata=encoding.strip_metadata,
+                strip_gps=encoding.strip_gps,
+                skip_existing=options.skip_existing,
                 on_image=on_image,
                 on_tile=on_tile,
             ):
                 results.append(result)
                 progress.advance(images)
                 _report(result, as_json, quiet)
-    _summary(results, time.perf_counter() - started, quiet)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        # a single input keeps its own error's exit code; a batch says "some failed"
-        ctx.exit(failed[0].exit_code if len(results) == 1 else EXIT_SOME_FAILED)
+    return results
 
 
-def _output_size(up) -> str:
-    """What the run's outputs are: "x4", "width 3840", "x2, long side at most 4096"."""
-    config = up.config
+def _upscale_on_ray(cluster: ClusterConfig, config: UpscaleConfig, items: list, options, as_json, quiet) -> list:
+    """Upscale `items` on the Ray cluster `cluster` names, reporting each result as it arrives; returns the results.
+    Ctrl-C journals what the workers finished, stops them and leaves the cluster."""
+    from realsr_cli.cluster.job import RayJob
+
+    def on_model(model) -> None:
+        if not quiet:
+            line = _model_line(
+                model.name, model.scale, model.architecture, model.backend, model.device, model.precision
+            )
+            size = _output_size(config, model.scale if config.scale is None else config.scale)
+            console.print(f"{line}; output {size}", soft_wrap=True)
+
+    results = []
+    with RayJob(cluster, config, items, options, notice=notice, on_model=on_model) as job:
+        if not quiet:
+            console.print(_ray_line(job, len(items)), soft_wrap=True)
+        with progress_bar(quiet) as progress:
+            images = progress.add_task("images", total=len(items))
+            for result in job.results():
+                results.append(result)
+                progress.advance(images)
+                _report(result, as_json, quiet)
+    return results
+
+
+def _model_line(name: str, scale: int, architecture: str, backend: str, device: str, precision: str) -> str:
+    """What runs: "model realsr-compact-x4.onnx (x4, compact) on onnx/cpu fp32"."""
+    return f"model {escape(name)} (x{scale}, {architecture}) on {backend}/{device} {precision}"
+
+
+def _ray_line(job, inputs: int) -> str:
+    """Where a Ray run runs and what is left: "Ray: a local Ray started for the run, 1 worker of 2 cores; 6
+    input(s), 2 finished by an earlier run (journal), 4.2 MP to upscale"."""
+    earlier = f"{len(job.earlier)} finished by an earlier run (journal)"
+    if job.plan is None:
+        return f"Ray: nothing to do; {inputs} input(s), {earlier}"
+    plan = job.plan
+    gpu = " and a GPU" if plan.gpus else ""
+    workers = f"{plan.count} worker{'s' if plan.count != 1 else ''} of {plan.cpus} core(s){gpu}"
+    return f"Ray: {job.where}, {workers}; {inputs} input(s), {earlier}, {job.pixels / 1e6:.1f} MP to upscale"
+
+
+def _output_size(config: UpscaleConfig, scale: float) -> str:
+    """What the run's outputs are: "x4", "width 3840", "x2, long side at most 4096" (`scale`: the output scale)."""
     parts = [f"{name} {value}" for name, value in (("width", config.width), ("height", config.height)) if value]
     if not parts:
-        parts.append(f"x{up.scale:g}")
+        parts.append(f"x{scale:g}")
     if config.max_size is not None:
         parts.append(f"long side at most {config.max_size}")
     return ", ".join(parts)

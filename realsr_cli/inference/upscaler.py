@@ -19,6 +19,7 @@ it is used).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -101,6 +102,28 @@ def check_sizes(config: UpscaleConfig, items: Iterable[InputItem]) -> None:
                 config.output_size(width, height, native)
             except ConfigError as err:
                 raise ConfigError(f"{item.path}: {err}") from None
+
+
+# beyond this many input pixels a job's start-up is noise next to its inference (`job_pixels` stops counting)
+JOB_PIXELS_COUNTED = 200_000_000
+
+
+def job_pixels(items: Iterable[InputItem]) -> int:
+    """Input pixels of a job's inputs, read from their headers (nothing is decoded), for `UpscaleConfig.job_pixels`;
+    counting stops at JOB_PIXELS_COUNTED. Inputs that cannot be opened count nothing (the batch reports them)."""
+    total = 0
+    for item in items:
+        if total >= JOB_PIXELS_COUNTED:
+            break
+        if item.error is None:
+            try:
+                with warnings.catch_warnings():  # a file's warnings are reported once, naming it, when it is decoded
+                    warnings.simplefilter("ignore")
+                    width, height = upright_size(item.path)
+            except InputError:
+                continue
+            total += width * height
+    return min(total, JOB_PIXELS_COUNTED)
 
 
 class Upscaler:

@@ -1,20 +1,18 @@
 """Encoding: upscaled pixels to PNG, JPEG, WebP, TIFF, AVIF, HEIC or GIF files (animations as animations where
 the format holds them), written atomically, with the source's ICC profile and EXIF where the format holds them
 (EXIF's pixel size set to the output's, its GPS block dropped on request), and a warning for anything it cannot
-keep. Pure numpy/Pillow/pypng/tifffile/pillow-heif; no torch here.
+keep. Pure numpy/Pillow/tifffile/pillow-heif and realsr's own PNG encoder; no torch here.
 """
 
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import png
 import tifffile
 from PIL import Image
 
@@ -23,6 +21,7 @@ from realsr_cli.config import DEFAULT_PNG_COMPRESSION, KEPT_QUALITY, EncodeConfi
 from realsr_cli.errors import InputError
 from realsr_cli.photo.formats import OUTPUT_FORMATS, check_output_size, register_codecs
 from realsr_cli.photo.pixels import bands, compose, to_pil
+from realsr_cli.photo.png import PngWriter
 from realsr_cli.photo.read import DESCRIPTIVE_TAGS, EXIF_IFD, GPS_IFD, ORIENTATION_TAG, Animation
 
 _ICC_TIFF_TAG = 34675
@@ -82,8 +81,8 @@ def write_image(
     with _output_file(path) as fh:
         if fmt == "TIFF":
             warnings += _write_tiff(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level)
-        elif fmt == "PNG" and pixels.dtype == np.uint16:
-            _write_png16(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level)
+        elif fmt == "PNG":
+            _write_png(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level)
         else:
             image = None
             if fmt == "JPEG" and alpha is None and not grayscale:
@@ -252,44 +251,19 @@ def _rgbx_image(pixels: np.ndarray) -> Image.Image | None:
     return Image.frombuffer("RGBX", (width, height), base, "raw", "RGBX", 0, 1)
 
 
-class _PngWriter(png.Writer):
-    """pypng's writer plus iCCP and eXIf chunks, which it has no option for (both must precede IDAT)."""
-
-    def __init__(self, *args, extra_chunks: list[tuple[bytes, bytes]], **kwargs):
-        super().__init__(*args, **kwargs)
-        self._extra_chunks = extra_chunks
-
-    def write_preamble(self, outfile) -> None:
-        super().write_preamble(outfile)
-        for tag, data in self._extra_chunks:
-            png.write_chunk(outfile, tag, data)
-
-
-def _write_png16(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level) -> None:
-    chunks = []
-    if icc_profile:
-        chunks.append((b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile)))
-    if exif:
-        chunks.append((b"eXIf", exif.removeprefix(b"Exif\0\0")))
+def _write_png(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level) -> None:
+    """PNG of any layout, 8 or 16 bits, through realsr's parallel band encoder (`realsr_cli.photo.png`)."""
     height, width = pixels.shape[:2]
-    writer = _PngWriter(
-        width,
-        height,
-        greyscale=grayscale,
-        alpha=alpha is not None,
-        bitdepth=16,
-        compression=compress_level,
-        extra_chunks=chunks,
-    )
-
-    def rows() -> Iterator[bytes]:
-        for _, band in bands(pixels, alpha, grayscale, np.uint16):
-            band = band.astype(">u2")  # PNG samples are big-endian
-            for row in band:
-                yield row.tobytes()
-
-    # write_packed takes rows already packed to bytes: no per-sample Python work in pypng
-    writer.write_packed(fh, rows())
+    channels = (1 if grayscale else 3) + (alpha is not None)
+    bit_depth = 16 if pixels.dtype == np.uint16 else 8
+    writer = PngWriter(fh, width, height, channels, bit_depth, level=compress_level, icc_profile=icc_profile, exif=exif)
+    try:
+        for _, band in bands(pixels, alpha, grayscale, pixels.dtype):
+            writer.write(band)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
 
 def _write_tiff(fh, pixels, alpha, grayscale, icc_profile, exif, compress_level) -> list[str]:

@@ -2,11 +2,11 @@
 and, for the .pth/.safetensors models people already have, torch with spandrel (`community.py`), behind the
 `Backend` protocol. The bundled models are listed in a manifest beside their files (`bundled.py`).
 
-`open_backend(config)` chooses the model file (`choose_model`: the one named, or the bundled model for the
-fastest backend here), detects its type by content, reads the `ModelSpec` from the model's metadata (or probes
-a model made elsewhere), picks the device (CUDA only when it really loads; otherwise one notice, then CPU) and
-returns a `Backend`. onnxruntime and torch are imported inside the functions that need them, so importing this
-package, and running ONNX models, never imports torch.
+`open_backend(config)` chooses the model file (`choose_model`: the one named, or the bundled model; on a CPU the
+fastest of its files and precisions, `fastest`), detects its type by content, reads the `ModelSpec` from the
+model's metadata (or probes a model made elsewhere), picks the device (CUDA only when it really loads; otherwise
+one notice, then CPU) and returns a `Backend`. onnxruntime and torch are imported inside the functions that need
+them, so importing this package, and running ONNX models, never imports torch.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import numpy as np
 from realsr_cli import host
 from realsr_cli.config import ModelFormat, UpscaleConfig
 from realsr_cli.errors import ConfigError, InputError, RealSRError
+from realsr_cli.inference.runtime import fastest
 from realsr_cli.inference.runtime.bundled import Manifest, read_manifest
 from realsr_cli.inference.runtime.community import CommunityBackend, is_safetensors
+from realsr_cli.inference.runtime.int8 import int8_path
 from realsr_cli.inference.runtime.onnx import OnnxBackend, _OnnxInfo
 from realsr_cli.inference.runtime.torchscript import TorchScriptBackend
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
@@ -70,16 +72,18 @@ def open_backend(config: UpscaleConfig, notice: Notice | None = None) -> Backend
     "auto" uses CUDA when a GPU is present and the provider really loads, "cuda" insists on trying; either falls
     back to CPU with one `notice`. fp16 ONNX runs only on CUDA: on CPU a sibling fp32 file `<stem>.onnx` stands
     in (with a notice); on CUDA a sibling `<stem>.fp16.onnx` is preferred when the model supports half precision.
-    `config.precision` "auto" runs fp16 on CUDA and bf16 for TorchScript on a CPU with native bf16 (AVX512-BF16 or
-    AMX), both only for models that support half precision (realsr's as their metadata says, community models as
-    spandrel says), fp32 otherwise; an explicit fp16 needs CUDA and bf16 needs torch. Exported models without
-    realsr metadata are probed for their scale and size multiple; a community model's come from spandrel.
-    `config.scale_hint` must agree with the found scale.
+    `config.precision` "auto" runs fp16 on CUDA for models that support half precision (realsr's as their metadata
+    says, community models as spandrel says); on a CPU, the fastest of the model's files and precisions, measured
+    once on this machine (`fastest`, `cpu_candidates`). An explicit fp16 needs CUDA, bf16 needs torch, int8 an ONNX
+    model with a `<stem>.int8.onnx` (`realsr quantize`). Exported models without realsr metadata are probed for
+    their scale and size multiple; a community model's come from spandrel. `config.scale_hint` must agree with the
+    found scale.
 
     Raises ConfigError (a backend that does not match the file, a precision it cannot run), InputError (missing,
     empty, corrupt or truncated file; a training checkpoint; no bundled model), ModelError (not a 3-channel SR
     model, scale mismatch, fp16 model on CPU) or BackendError (onnxruntime/torch missing).
     """
+    notice = notice or (lambda message: None)
     path = choose_model(config)
     kind = detect_format(path)
     if kind == "state_dict":
@@ -92,44 +96,75 @@ def open_backend(config: UpscaleConfig, notice: Notice | None = None) -> Backend
         raise ConfigError(
             f"{path}: is a{'n' if kind == 'onnx' else ''} {kind} model, but --backend {config.backend} was asked for"
         )
+    precision = config.precision
+    if precision == "auto" and _runs_on_cpu(config.device):
+        spec = stated_spec(path, kind)
+        candidates = cpu_candidates(config, path, kind, spec)
+        if candidates:
+
+            def open_candidate(candidate: fastest.Candidate) -> Backend:
+                return _open(
+                    candidate.backend, candidate.path, "cpu", candidate.precision, config, lambda message: None
+                )
+
+            choice = fastest.fastest(candidates, spec, open_candidate, notice, config.job_pixels)
+            path, kind, precision = choice.path, choice.backend, choice.precision
+    return _open(kind, path, config.device, precision, config, notice)
+
+
+def _open(kind: str, path: Path, device: str, precision: str, config: UpscaleConfig, notice: Notice) -> Backend:
     openers = {"onnx": OnnxBackend.open, "torchscript": TorchScriptBackend.open, "state_dict": CommunityBackend.open}
-    return openers[kind](
-        path,
-        config.device,
-        precision=config.precision,
-        scale_hint=config.scale_hint,
-        notice=notice or (lambda message: None),
-    )
+    return openers[kind](path, device, precision=precision, scale_hint=config.scale_hint, notice=notice)
+
+
+def _runs_on_cpu(device: str) -> bool:
+    """Whether a model opened for `device` will run on the CPU: asked for, or auto on a machine with no GPU driver."""
+    return device == "cpu" or (device == "auto" and not host.gpu_present())
+
+
+def cpu_candidates(config: UpscaleConfig, path: Path, kind: str, spec: ModelSpec | None) -> list[fastest.Candidate]:
+    """The ways `--precision auto` may run the model at `path` on this CPU, all of equal quality (see `fastest`): a
+    TorchScript file in fp32, and in bf16 where the CPU computes it natively and the model supports half precision;
+    an ONNX file in its own precision. A bundled model (named, or the default) also offers its siblings: the ONNX
+    file's int8 copy and, under backend auto with torch installed, its TorchScript file. A file named with --model
+    runs as that file (`realsr eval` and `compare` score exactly it; `--precision int8` asks for its int8 copy).
+    Empty for what is not measured: community models, models made elsewhere, fp16 files."""
+    if kind == "state_dict" or spec is None or spec.precision == "fp16":
+        return []
+    bundled = config.model is None or _is_model_name(config.model)
+    if kind == "onnx":
+        candidates = [fastest.Candidate(path, "onnx", spec.precision)]
+        if not bundled:
+            return candidates
+        int8 = int8_path(path)
+        if spec.precision == "fp32" and int8.is_file():
+            candidates.append(fastest.Candidate(int8, "onnx", "int8"))
+        script = path.with_suffix(".ts")
+        if config.backend != "auto" or not script.is_file():
+            return candidates
+    else:
+        candidates, script = [], path
+    if host.torch_installed():
+        candidates.append(fastest.Candidate(script, "torchscript", "fp32"))
+        if spec.supports_half and host.cpu_has_native_bf16():
+            candidates.append(fastest.Candidate(script, "torchscript", "bf16"))
+    return candidates
 
 
 # ---- which model file
 
 
 def choose_model(config: UpscaleConfig) -> Path:
-    """The model file `config` runs: its `model` (a file, or a bundled model's name), or else the default bundled
-    model, in the file for its backend; under backend auto, the bundled file of the backend that runs fastest here
-    (`preferred_backend`), as bundled models ship both.
+    """The model file `config` names: its `model` (a file, or a bundled model's name), or else the default bundled
+    model; a bundled model in the file for its backend, under backend auto the ONNX one (the TorchScript one for
+    bf16). Under `--precision auto` on a CPU, `open_backend` may run a sibling file instead (`cpu_candidates`).
 
     Raises InputError when no model is given and none is bundled, or for an unknown name.
     """
     backend = config.backend
     if backend == "auto" and (config.model is None or _is_model_name(config.model)):
-        backend = preferred_backend(config.device, config.precision)
+        backend = "torchscript" if config.precision == "bf16" else "onnx"
     return resolve_model(config.model, backend)
-
-
-def preferred_backend(device: str = "auto", precision: str = "auto") -> str:
-    """The backend that runs a realsr model fastest here, for a bundled model that ships both files.
-
-    TorchScript in bf16 on a CPU with native bf16 (about twice ONNX Runtime's fp32 speed there, see the README's
-    performance section), when torch is installed and no GPU is in play; ONNX Runtime everywhere else (it starts
-    faster, without torch, and runs CUDA with fp16).
-    """
-    gpu_in_play = device == "cuda" or (device == "auto" and host.gpu_present())
-    wants_cpu_bf16 = precision in ("auto", "bf16") and not gpu_in_play
-    if wants_cpu_bf16 and host.cpu_has_native_bf16() and host.torch_installed():
-        return "torchscript"
-    return "onnx"
 
 
 def resolve_model(model: str | Path | None, backend: str = "auto") -> Path:
@@ -187,23 +222,26 @@ def default_model_dirs() -> list[Path]:
 def stated_scale(config: UpscaleConfig) -> int | None:
     """The native scale of the model `config` runs, as its file states it, read without loading the model, so the
     options can be checked before the seconds a load takes. None for a file that states none (a model made
-    elsewhere, probed when it is opened) or whose metadata does not parse (opening it says why). Raises what
-    `choose_model` and `detect_format` raise."""
+    elsewhere, probed when it is opened). Raises what `choose_model` and `detect_format` raise."""
     path = choose_model(config)
-    kind = detect_format(path)
+    spec = stated_spec(path, detect_format(path))
+    return None if spec is None else spec.scale
+
+
+def stated_spec(path: Path, kind: str) -> ModelSpec | None:
+    """The `ModelSpec` a realsr model file of `kind` states in its metadata, read without loading the model; None
+    for a file that states none or whose metadata does not parse (opening it says why)."""
     try:
         if kind == "onnx":
-            spec = _OnnxInfo.read(path).spec
-        elif kind == "torchscript":
+            return _OnnxInfo.read(path).spec
+        if kind == "torchscript":
             with zipfile.ZipFile(path) as zf:
                 # torch.jit.save keeps extra files at <archive>/extra/<name>
                 names = [n for n in zf.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_SPEC_FILE}")]
-                spec = ModelSpec.from_dict(json.loads(zf.read(names[0]))) if names else None
-        else:
-            spec = None
+                return ModelSpec.from_dict(json.loads(zf.read(names[0]))) if names else None
     except (RealSRError, ValueError, zipfile.BadZipFile, OSError):
         return None
-    return None if spec is None else spec.scale
+    return None
 
 
 # ---- what a model file is

@@ -12,8 +12,10 @@ from realsr_cli.errors import InputError
 
 MANIFEST = "models.toml"
 
-# the file of each backend among a bundled model's files (the fp16 ONNX sibling is found by the ONNX backend)
+# the file of each backend among a bundled model's files (the fp16 and int8 ONNX siblings are found by the ONNX
+# backend and by `--precision auto`)
 _BACKEND_SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
+_VARIANT_SUFFIXES = (".fp16.onnx", ".int8.onnx")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class BundledModel:
     headline: str
     """Its headline scores from the model card, in one line."""
     files: tuple[str, ...]
-    """File names beside the manifest: .onnx, optionally .fp16.onnx, and .ts."""
+    """File names beside the manifest: .onnx, optionally .fp16.onnx and .int8.onnx, and .ts."""
     default: bool = False
     """The model `realsr upscale` runs without --model (exactly one has it)."""
 
@@ -58,7 +60,7 @@ class Manifest:
         """The file `backend` runs of `model` (under auto the ONNX file, else the TorchScript one), when present."""
         for kind in ("onnx", "torchscript") if backend == "auto" else (backend,):
             for name in model.files:
-                if name.endswith(_BACKEND_SUFFIXES[kind]) and not name.endswith(".fp16.onnx"):
+                if name.endswith(_BACKEND_SUFFIXES[kind]) and not name.endswith(_VARIANT_SUFFIXES):
                     path = self.folder / name
                     if path.is_file():
                         return path

@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend, on CUDA or CPU: sessions with realsr's settings, the fp16/fp32 sibling files, the
+"""The ONNX Runtime backend, on CUDA or CPU: sessions with realsr's settings, the fp16/int8/fp32 sibling files, the
 CUDA provider tried only where it can load, and a probe for models made elsewhere. onnxruntime is imported
 when a model is opened; no torch here.
 """
@@ -19,6 +19,7 @@ from realsr_cli._files import first_line
 from realsr_cli.config import split_device
 from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
 from realsr_cli.inference.runtime.checks import check_spec, fp16_needs_cuda, probe_spec
+from realsr_cli.inference.runtime.int8 import INT8_SUFFIX, int8_path
 from realsr_cli.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -63,6 +64,13 @@ class _OnnxInfo:
     @property
     def fp16(self) -> bool:
         return self.elem == "FLOAT16" or (self.spec is not None and self.spec.precision == "fp16")
+
+    @property
+    def precision(self) -> str:
+        """fp16, int8 (a realsr quantized model; its inputs stay float32) or fp32."""
+        if self.fp16:
+            return "fp16"
+        return "int8" if self.spec is not None and self.spec.precision == "int8" else "fp32"
 
     @classmethod
     def read(cls, path: Path) -> _OnnxInfo:
@@ -148,6 +156,9 @@ class OnnxBackend:
             notice(f"CUDA not available ({reason}): running on CPU")
 
         chosen, session = path, None
+        if precision == "int8" or (info.precision == "int8" and precision == "fp32"):
+            chosen = _variant(path, info, precision)  # int8 runs on the CPU: its ops have no CUDA kernels here
+            cuda = False
         if cuda:
             # on CUDA prefer the fp16 sibling of an fp32 realsr model that supports half precision
             sibling = _fp16_sibling(path)
@@ -184,7 +195,7 @@ class OnnxBackend:
             half_input=info.elem == "FLOAT16",
             fixed_batch=info.dims[0] or None,
             clamp=spec is None,  # realsr exports clamp inside the graph
-            precision="fp16" if info.fp16 else "fp32",
+            precision=info.precision,
         )
         backend.gpu = gpu
         if spec is None:
@@ -258,6 +269,22 @@ def _split_batch(batch: np.ndarray, size: int, run: Callable[[np.ndarray], np.nd
             piece = np.concatenate([piece, np.repeat(piece[-1:], size - count, axis=0)])
         outs.append(run(piece)[:count])
     return np.concatenate(outs)
+
+
+def _variant(path: Path, info: _OnnxInfo, precision: str) -> Path:
+    """The file that runs `path`'s model in `precision` ("int8", or "fp32" for an int8 file): itself when it already
+    is, else its sibling `<stem>.int8.onnx` or `<stem>.onnx`. Raises ConfigError when that sibling is missing."""
+    if info.precision == precision:
+        return path
+    if precision == "int8":
+        sibling = int8_path(path)
+        how = f"make one with `realsr quantize {path} --calibration PHOTOS`"
+    else:
+        sibling = path.with_name(path.name.removesuffix(INT8_SUFFIX) + ".onnx")
+        how = "pass the fp32 model"
+    if not sibling.is_file():
+        raise ConfigError(f"{path.name}: is an {info.precision} model and no {sibling.name} lies beside it; {how}")
+    return sibling
 
 
 def _fp16_sibling(path: Path) -> Path | None:

@@ -15,7 +15,7 @@ import numpy as np
 from realsr_cli import host
 from realsr_cli._files import first_line
 from realsr_cli.config import split_device
-from realsr_cli.errors import BackendError, InputError, ModelError
+from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
 from realsr_cli.inference.runtime.checks import check_spec, fp16_needs_cuda, probe_spec
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
 
@@ -35,6 +35,11 @@ def torch_precision(
 ) -> str:
     """The precision a torch model runs in (see `open_backend`): `precision` itself unless it is auto; auto picks
     fp16 on CUDA where `fp16_ok`, bf16 on a CPU with native bf16 where `bf16_ok`, else fp32."""
+    if precision == "int8":
+        raise ConfigError(
+            f"{path.name}: int8 runs with ONNX Runtime only (a <stem>.int8.onnx made by `realsr quantize`); "
+            "pass the .onnx model or another --precision"
+        )
     if precision == "fp16" and not cuda:
         raise fp16_needs_cuda(path)
     native_bf16 = cuda or torch.ops.mkldnn._is_mkldnn_bf16_supported()
