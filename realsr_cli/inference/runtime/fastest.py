@@ -161,6 +161,7 @@ def _cache_key(candidates: list[Candidate]) -> str:
         "realsr": __version__,
         "runtimes": {name: _version(name) for name in ("onnxruntime", "onnxruntime-gpu", "torch")},
         "candidates": [[c.label, file_sha256(c.path)] for c in candidates],
+        "measure": [MEASURE_EDGE, MEASURE_RUNS],
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
