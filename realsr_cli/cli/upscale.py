@@ -151,8 +151,9 @@ CLUSTER = "Ray cluster"
     show_default=True,
     panel=MODEL_DEVICE,
     help="Arithmetic of the model: auto runs fp16 on CUDA (realsr models that support half precision); on a CPU "
-    "the fastest of the model's ways to run (ONNX fp32 or int8, TorchScript fp32 or bf16), measured once per "
-    "machine and remembered. fp16 needs CUDA, bf16 TorchScript, int8 a <stem>.int8.onnx (realsr quantize).",
+    "the bundled model's fastest way for this job (ONNX fp32 or int8, TorchScript fp32 or bf16), measured once per "
+    "machine and remembered, and a .ts file's faster of fp32 and bf16. fp16 needs CUDA, bf16 TorchScript, int8 a "
+    "<stem>.int8.onnx (realsr quantize).",
 )
 @click.option(
     "--scale-hint",
@@ -371,20 +372,7 @@ def _upscale_here(config: UpscaleConfig, items: list, options, as_json: bool, qu
             def on_tile(done, total):
                 progress.update(tiles, completed=done, total=total)
 
-            encoding = options.encoding
-            for result in up.upscale_files(
-                items,
-                out_dir=options.out_dir,
-                fmt=options.fmt,
-                quality=encoding.quality,
-                subsampling=encoding.subsampling,
-                png_compression=encoding.png_compression,
-                strip_metadata=encoding.strip_metadata,
-                strip_gps=encoding.strip_gps,
-                skip_existing=options.skip_existing,
-                on_image=on_image,
-                on_tile=on_tile,
-            ):
+            for result in up.upscale_batch(items, dataclasses.replace(options, on_image=on_image, on_tile=on_tile)):
                 results.append(result)
                 progress.advance(images)
                 _report(result, as_json, quiet)

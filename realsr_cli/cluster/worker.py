@@ -1,7 +1,7 @@
 """What runs on the Ray cluster for `realsr upscale --ray`.
 
 `UpscaleWorker` is the Ray Data actor: it opens one `Upscaler` and runs each unit of work through
-`Upscaler.upscale_files`, the pipeline of a local run (decoding, inference and encoding overlap; outputs written
+`Upscaler.upscale_batch`, the pipeline of a local run (decoding, inference and encoding overlap; outputs written
 atomically to the paths a local run would choose). `Ledger` is the job's record, one small actor beside the
 driver: which images workers began and how often, which they finished, and their results until the driver
 collects them. When a worker dies, Ray restarts it and retries its unit; the ledger lets the retry skip what was
@@ -181,18 +181,7 @@ class UpscaleWorker:
             yield self._report(Finished(task.index, result))
 
     def _upscale(self, tasks: list[Task]) -> Iterator[dict[str, list[int]]]:
-        options, encoding = self.options, self.options.encoding
-        results = self.upscaler.upscale_files(
-            [task.item for task in tasks],
-            out_dir=options.out_dir,
-            fmt=options.fmt,
-            quality=encoding.quality,
-            subsampling=encoding.subsampling,
-            png_compression=encoding.png_compression,
-            strip_metadata=encoding.strip_metadata,
-            strip_gps=encoding.strip_gps,
-            skip_existing=options.skip_existing,
-        )
+        results = self.upscaler.upscale_batch([task.item for task in tasks], self.options)
         for task, result in zip(tasks, results, strict=True):
             finished = Finished(task.index, result)
             if result.ok:

@@ -455,4 +455,9 @@ class Upscaler:
             items = []
             for arg in args:
                 items.extend([arg] if isinstance(arg, InputItem) else expand_inputs([arg], recursive))
+        return self.upscale_batch(items, options)
+
+    def upscale_batch(self, items: list[InputItem], options: BatchOptions) -> Iterator[UpscaleResult]:
+        """`upscale_files` for inputs already expanded and options already made, as `realsr upscale` and a Ray
+        worker hold them."""
         return (job.result for job in run_batch(self, items, options))
