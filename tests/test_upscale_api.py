@@ -14,6 +14,7 @@ from PIL import Image
 from realsr_cli.errors import ConfigError, InputError
 from realsr_cli.inference import runtime
 from realsr_cli.inference.inputs import expand_inputs
+from realsr_cli.inference.pipeline import BatchOptions
 from realsr_cli.inference.runtime.bundled import MANIFEST
 from realsr_cli.inference.tiling import RAMP
 from realsr_cli.inference.upscaler import Upscaler
@@ -204,6 +205,24 @@ def write_inputs(folder, rng):
     (folder / "bad.png").write_text("this is not a png")
     Image.fromarray(photo(rng, 8, 8, 1)[..., 0]).save(folder / "c.png")
     return folder
+
+
+def test_on_result_hears_each_result_once_final_before_the_batch_yields_it(tiny_exports, tmp_path, rng):
+    """What a Ray worker relies on to report an image the moment it is written, before the next is inferred."""
+    items = expand_inputs([write_inputs(tmp_path / "in", rng)], recursive=True)
+    heard = []
+    with Upscaler(tiny_exports["onnx"], device="cpu") as up:
+        options = BatchOptions(out_dir=tmp_path / "out", on_result=heard.append)
+        for result in up.upscale_batch(items, options):
+            assert any(r is result for r in heard)  # heard before it was yielded
+        assert [r.src.name for r in heard] == [item.path.name for item in items]  # input order, failures too
+        assert [r.status for r in heard] == ["ok", "failed", "ok", "ok"]
+
+        def ledger_gone(result):
+            raise ConnectionError("the ledger is gone")
+
+        with pytest.raises(ConnectionError, match="the ledger is gone"):  # raised on the caller's thread
+            list(up.upscale_batch(items, BatchOptions(out_dir=tmp_path / "out2", on_result=ledger_gone)))
 
 
 def leftovers(folder):

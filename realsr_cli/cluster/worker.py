@@ -181,15 +181,22 @@ class UpscaleWorker:
             yield self._report(Finished(task.index, result))
 
     def _upscale(self, tasks: list[Task]) -> Iterator[dict[str, list[int]]]:
-        results = self.upscaler.upscale_batch([task.item for task in tasks], self.options)
-        for task, result in zip(tasks, results, strict=True):
-            finished = Finished(task.index, result)
+        """Run `tasks` through the local pipeline; each result goes to the ledger the moment it is final (from the
+        encode thread, so a death while the next image is inferred costs only that image), then a row is yielded."""
+        waiting = iter(tasks)
+
+        def on_result(result: UpscaleResult) -> None:
+            finished = Finished(next(waiting).index, result)
             if result.ok:
                 try:
-                    finished = Finished(task.index, result, result.dst.stat().st_size, file_sha256(result.dst))
+                    finished = replace(finished, size=result.dst.stat().st_size, sha256=file_sha256(result.dst))
                 except OSError:  # gone already (someone else's doing): reported, not journaled, redone next time
                     pass
-            yield self._report(finished)
+            _call(self.ledger.finish, finished)
+
+        results = self.upscaler.upscale_batch([task.item for task in tasks], replace(self.options, on_result=on_result))
+        for task, _ in zip(tasks, results, strict=True):
+            yield {"index": [task.index]}
 
     def _report(self, finished: Finished) -> dict[str, list[int]]:
         _call(self.ledger.finish, finished)

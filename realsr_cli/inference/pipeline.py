@@ -87,6 +87,7 @@ class UpscaleResult:
 
 
 ImageCallback = Callable[[ImageStart], None]
+ResultCallback = Callable[[UpscaleResult], None]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class BatchOptions:
     skip_existing: bool = False
     on_image: ImageCallback | None = None
     on_tile: TileProgress | None = None
+    # called on the encode thread the moment each input's result is final (written, skipped or failed), in input
+    # order: the batch yields it only once the next image is inferred, too late for a worker that may die meanwhile
+    on_result: ResultCallback | None = None
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
 
     def __post_init__(self) -> None:
@@ -205,6 +209,7 @@ class _Pipeline:
         self.inputs = {item.path.resolve() for item in items if item.error is None}  # no output may replace one
         self.to_encode: queue.Queue[Job | None] = queue.Queue()
         self.done: queue.Queue[Job] = queue.Queue()
+        self.callback_error: BaseException | None = None  # raised by on_result, re-raised on the caller's thread
         self.yielded = 0
         self.threads = [
             threading.Thread(target=self._decode_loop, name="realsr-decode", daemon=True),
@@ -351,6 +356,11 @@ class _Pipeline:
             if job.holds_budget:
                 self.budget.release(job.nbytes)
                 job.holds_budget = False
+            if self.options.on_result is not None and self.callback_error is None:
+                try:
+                    self.options.on_result(job.result)
+                except Exception as err:  # the encoder goes on; the caller's thread raises it
+                    self.callback_error = err
             self.done.put(job)
 
     def _encode(self, job: Job) -> None:
@@ -387,5 +397,7 @@ class _Pipeline:
                 job = self.done.get(block=wait)
             except queue.Empty:
                 return
+            if self.callback_error is not None:
+                raise self.callback_error
             self.yielded += 1
             yield job
