@@ -92,16 +92,27 @@ def check_sizes(config: UpscaleConfig, items: Iterable[InputItem]) -> None:
     config.check_scale(native)
     if config.width is None and config.height is None:
         return  # a scale, or a cap on the long side, fits any input
+    for item, (width, height) in header_sizes(items):
+        try:
+            config.output_size(width, height, native)
+        except ConfigError as err:
+            raise ConfigError(f"{item.path}: {err}") from None
+
+
+def header_sizes(items: Iterable[InputItem]) -> Iterator[tuple[InputItem, tuple[int, int]]]:
+    """(item, (width, height) as displayed) of each input whose header can be read; nothing is decoded. Inputs that
+    cannot be opened are passed over (the batch reports them), and so are a header's warnings (decoding reports
+    them once, naming the file)."""
     for item in items:
-        if item.error is None:
-            try:
-                width, height = upright_size(item.path)
-            except InputError:
-                continue
-            try:
-                config.output_size(width, height, native)
-            except ConfigError as err:
-                raise ConfigError(f"{item.path}: {err}") from None
+        if item.error is not None:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                size = upright_size(item.path)
+        except InputError:
+            continue
+        yield item, size
 
 
 # beyond this many input pixels a job's start-up is noise next to its inference (`job_pixels` stops counting)
@@ -112,17 +123,10 @@ def job_pixels(items: Iterable[InputItem]) -> int:
     """Input pixels of a job's inputs, read from their headers (nothing is decoded), for `UpscaleConfig.job_pixels`;
     counting stops at JOB_PIXELS_COUNTED. Inputs that cannot be opened count nothing (the batch reports them)."""
     total = 0
-    for item in items:
+    for _, (width, height) in header_sizes(items):
+        total += width * height
         if total >= JOB_PIXELS_COUNTED:
             break
-        if item.error is None:
-            try:
-                with warnings.catch_warnings():  # a file's warnings are reported once, naming it, when it is decoded
-                    warnings.simplefilter("ignore")
-                    width, height = upright_size(item.path)
-            except InputError:
-                continue
-            total += width * height
     return min(total, JOB_PIXELS_COUNTED)
 
 
@@ -209,7 +213,7 @@ class Upscaler:
 
     @property
     def precision(self) -> str:
-        """The arithmetic the model runs in: fp32, fp16 or bf16."""
+        """The arithmetic the model runs in: fp32, fp16, bf16 or int8."""
         return self._require().precision
 
     @property

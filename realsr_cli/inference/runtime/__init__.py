@@ -56,7 +56,7 @@ class Backend(Protocol):
     spec: ModelSpec
     name: ModelFormat | Literal["torch"]  # torch: a community state dict run eagerly (CommunityBackend)
     device: Literal["cpu", "cuda"]
-    precision: Literal["fp32", "fp16", "bf16"]  # the arithmetic the model runs in (inputs and outputs stay fp32)
+    precision: Literal["fp32", "fp16", "bf16", "int8"]  # the arithmetic the model runs in (inputs, outputs fp32)
     path: Path  # the file actually loaded (an fp16/fp32 sibling may stand in for the one asked for)
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
