@@ -131,9 +131,9 @@ CLUSTER = "Ray cluster"
     default="auto",
     show_default=True,
     panel=MODEL_DEVICE,
-    help="Inference engine. auto runs the model file given with its own engine; for the bundled model it picks "
-    "the fastest file here: TorchScript in bf16 on a CPU with native bf16 (when torch is installed), else ONNX "
-    "Runtime. The run's first line says what runs.",
+    help="Inference engine. auto runs the model file given with its own engine; for the bundled model the one "
+    "--precision auto measures fastest here for this job (TorchScript only when torch is installed). The run's "
+    "first line says what runs.",
 )
 @click.option(
     "--device",
