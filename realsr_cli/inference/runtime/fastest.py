@@ -4,15 +4,16 @@ once and remembered.
 No flag list predicts it: on a CPU with AMX, TorchScript in bf16 runs the bundled model fastest per pixel; on one
 with AVX512-BF16 but no AMX, the same bf16 path runs slower than ONNX Runtime in fp32, and the int8 model beats
 both (the README's performance section has the figures). And TorchScript's start-up (importing torch, about
-two seconds) outweighs its speed on a small photo. So every way this model can run here is timed once, for its
-start-up and its seconds per megapixel, and kept in a small cache keyed by the CPU, the runtimes' versions and
-the model files' contents; each job then takes the way that finishes it soonest (`UpscaleConfig.job_pixels`).
+two seconds) and its first, unoptimised runs outweigh its speed on a small photo. So every way this model can run
+here is timed once, for its start-up, its first runs and its steady seconds per megapixel, and kept in a small
+cache keyed by the CPU, the runtimes' versions and the model files' contents; each job then takes the way that
+finishes it soonest (`UpscaleConfig.job_pixels`).
 
-The ways a model can run ("candidates"), all of equal quality (int8 was checked against fp32 when it was made:
-`realsr quantize`; bf16 only where the model supports half precision):
-- its fp32 ONNX file, and its `<stem>.int8.onnx` sibling when there is one;
-- its TorchScript file in fp32, and in bf16 where the CPU computes bf16 natively; for a bundled model under
-  `--backend auto`, or a .ts file, when torch is installed.
+The ways a model can run ("candidates", `runtime.cpu_candidates`), all of equal quality (int8 was checked against
+fp32 when it was made: `realsr quantize`; bf16 only where the model supports half precision):
+- a bundled model: its ONNX file and its int8 copy; under `--backend auto`, with torch installed, its TorchScript
+  file in fp32, and in bf16 where the CPU computes bf16 natively;
+- a .ts file named with --model: fp32, and bf16 as above (any other named file runs as it is).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +35,10 @@ from realsr_cli.errors import RealSRError
 from realsr_cli.spec import ModelSpec
 
 MEASURE_EDGE = 256  # input pixels a side of the timed tile: at 128 px cache-resident tiles flatter bf16 on AMX
-MEASURE_RUNS = 2  # timed runs after one warm-up; the median counts
+# TorchScript re-profiles each new tile shape and takes a few runs to reach its optimised code, so a job's first
+# megapixel (a 1 MP photo's tiles) runs at the speed of a first run at a new shape, the rest at the steady speed
+COLD_PIXELS = 1_000_000
+COST_KEYS = ("startup_seconds", "cold_seconds_per_mp", "seconds_per_mp")
 CACHE_FILE = "fastest.json"
 # the CPU features that decide which kernels the runtimes use
 _DECIDING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -80,15 +83,20 @@ def fastest(
         cost = costs[candidate.label]
         if job_pixels is None:
             return cost["seconds_per_mp"]
-        return cost["startup_seconds"] + cost["seconds_per_mp"] * job_pixels / 1e6
+        cold = min(job_pixels, COLD_PIXELS)
+        return (
+            cost["startup_seconds"]
+            + cost["cold_seconds_per_mp"] * cold / 1e6
+            + cost["seconds_per_mp"] * (job_pixels - cold) / 1e6
+        )
 
     return min((c for c in candidates if c.label in costs), key=job_seconds)
 
 
 def _measure(candidates: list[Candidate], spec: ModelSpec, open_candidate: Opener) -> dict[str, dict]:
-    """{label: {"startup_seconds", "seconds_per_mp"}} of each candidate that opens and runs. Start-up is opening
-    the model plus what its first run costs beyond a steady one, and includes importing the backend's library (the
-    most any candidate of the backend took: a fresh process pays it once, whichever precision runs)."""
+    """{label: {COST_KEYS}} of each candidate that opens and runs (`_time_candidate`). Start-up includes importing
+    the backend's library: each candidate of a backend gets the most any of them took, as a fresh process pays the
+    import whichever precision runs."""
     measured: dict[str, dict] = {}
     first_error: RealSRError | None = None
     for candidate in candidates:
@@ -116,30 +124,38 @@ def _covers(costs: dict | None, candidates: list[Candidate]) -> bool:
     usable = [
         cost
         for cost in (costs.get(c.label) for c in candidates)
-        if isinstance(cost, dict) and {"startup_seconds", "seconds_per_mp"} <= cost.keys()
+        if isinstance(cost, dict) and set(COST_KEYS) <= cost.keys()
     ]
     return bool(usable)
 
 
 def _time_candidate(candidate: Candidate, spec: ModelSpec, open_candidate: Opener) -> dict[str, float]:
-    """{"startup_seconds", "seconds_per_mp"} of `candidate`: opening it and its first run beyond a steady one,
-    and the median of MEASURE_RUNS steady runs of one tile, per megapixel."""
-    height, width = spec.fixed_size or (_round_up(MEASURE_EDGE, spec.size_multiple),) * 2
-    tile = np.random.default_rng(0).random((1, spec.channels, height, width), dtype=np.float32)
+    """`candidate`'s costs: start-up (opening it, and its first run of one tile beyond its later ones), steady
+    seconds per megapixel (the faster of two later runs of that tile) and cold ones (one run of a new, larger tile
+    shape, as a photo's first tiles are: TorchScript re-profiles a new shape, and its larger tiles run slower)."""
+    if spec.fixed_size is not None:
+        shapes = [spec.fixed_size] * 4
+    else:
+        edge = _round_up(MEASURE_EDGE, spec.size_multiple)
+        shapes = [(edge, edge)] * 3 + [(_round_up(edge * 5 // 4, spec.size_multiple), _round_up(edge * 3 // 2, 8))]
+    tiles = [np.random.default_rng(0).random((1, spec.channels, h, w), dtype=np.float32) for h, w in shapes]
     start = time.perf_counter()
     backend = open_candidate(candidate)
     try:
-        backend.run(tile)
-        first = time.perf_counter() - start
+        opened = time.perf_counter() - start
         runs = []
-        for _ in range(MEASURE_RUNS):
+        for tile in tiles:
             run_start = time.perf_counter()
             backend.run(tile)
-            runs.append(time.perf_counter() - run_start)
+            runs.append((time.perf_counter() - run_start) / (tile.shape[2] * tile.shape[3] / 1e6))
     finally:
         backend.close()
-    steady = statistics.median(runs)
-    return {"startup_seconds": max(0.0, first - steady), "seconds_per_mp": steady / (height * width) * 1e6}
+    steady = min(runs[1:3])
+    return {
+        "startup_seconds": opened + max(0.0, runs[0] - steady) * shapes[0][0] * shapes[0][1] / 1e6,
+        "cold_seconds_per_mp": runs[3],
+        "seconds_per_mp": steady,
+    }
 
 
 def cache_dir() -> Path:
@@ -161,7 +177,7 @@ def _cache_key(candidates: list[Candidate]) -> str:
         "realsr": __version__,
         "runtimes": {name: _version(name) for name in ("onnxruntime", "onnxruntime-gpu", "torch")},
         "candidates": [[c.label, file_sha256(c.path)] for c in candidates],
-        "measure": [MEASURE_EDGE, MEASURE_RUNS],
+        "measure": [MEASURE_EDGE, list(COST_KEYS)],
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
