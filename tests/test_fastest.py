@@ -18,7 +18,7 @@ from realsr_cli.config import UpscaleConfig
 from realsr_cli.errors import ConfigError, ModelError
 from realsr_cli.inference import runtime
 from realsr_cli.inference.runtime import bundled, fastest, open_backend
-from realsr_cli.inference.runtime.int8 import int8_path
+from realsr_cli.inference.runtime.onnx import onnx_sibling
 from realsr_cli.inference.upscaler import Upscaler
 from realsr_cli.training.quantize import quantize_model
 
@@ -43,7 +43,7 @@ def model_folder(tmp_path_factory, tiny_ranged_exports, calibration):
     shutil.copy(tiny_ranged_exports["onnx"], folder / "m.onnx")
     shutil.copy(tiny_ranged_exports["torchscript"], folder / "m.ts")
     report = quantize_model(folder / "m.onnx", [calibration])
-    assert report.path == folder / "m.int8.onnx" == int8_path(folder / "m.onnx")
+    assert report.path == folder / "m.int8.onnx" == onnx_sibling(folder / "m.onnx", "int8")
     return folder
 
 

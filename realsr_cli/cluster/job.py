@@ -28,8 +28,7 @@ from realsr_cli.config import ClusterConfig, UpscaleConfig
 from realsr_cli.errors import INTERRUPT_SIGNALS, BackendError, RealSRError
 from realsr_cli.inference.inputs import InputItem
 from realsr_cli.inference.pipeline import BatchOptions, UpscaleResult
-from realsr_cli.inference.runtime.int8 import INT8_SUFFIX
-from realsr_cli.inference.runtime.onnx import FP16_SUFFIX
+from realsr_cli.inference.runtime.onnx import onnx_sibling
 
 # ray is an extra: without it `--ray` stops with one line naming what to install
 RAY_INSTALL = "pip install 'realsr-cli[ray]'"
@@ -217,8 +216,7 @@ def _model_files(config: UpscaleConfig) -> dict[Path, str] | None:
     path = Path(config.model)
     paths = [path]
     if path.suffix == ".onnx":
-        stem = path.name.removesuffix(FP16_SUFFIX).removesuffix(INT8_SUFFIX).removesuffix(".onnx")
-        siblings = (path.with_name(stem + suffix) for suffix in (".onnx", FP16_SUFFIX, INT8_SUFFIX))
+        siblings = (onnx_sibling(path, precision) for precision in ("fp32", "fp16", "int8"))
         paths += [sibling for sibling in siblings if sibling != path and sibling.is_file()]
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 

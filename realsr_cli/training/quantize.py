@@ -20,7 +20,8 @@ import numpy as np
 from realsr_cli._files import atomic_write, file_sha256
 from realsr_cli.errors import ConfigError, InputError, ModelError
 from realsr_cli.inference.inputs import expand_inputs
-from realsr_cli.inference.runtime.int8 import int8_path, quantize_int8
+from realsr_cli.inference.runtime.int8 import quantize_int8
+from realsr_cli.inference.runtime.onnx import onnx_sibling
 from realsr_cli.photo.read import read_image
 from realsr_cli.quality.metrics import psnr
 from realsr_cli.spec import ModelSpec
@@ -40,7 +41,7 @@ class QuantizeReport:
 
 
 def quantize_model(model: str | os.PathLike, photos: list[str], out: str | os.PathLike | None = None) -> QuantizeReport:
-    """Write an int8 copy of the fp32 ONNX `model` to `out` (default: `int8_path(model)`), calibrated on crops of
+    """Write an int8 copy of the fp32 ONNX `model` to `out` (default: its `<stem>.int8.onnx`), calibrated on crops of
     the images in `photos` (files, folders or globs), and measure it against the fp32 model on those crops.
 
     Raises InputError (unreadable model or photos, none usable), ModelError (not a realsr fp32 ONNX model) and
@@ -55,7 +56,7 @@ def quantize_model(model: str | os.PathLike, photos: list[str], out: str | os.Pa
     info = _OnnxInfo.read(source)
     if info.spec is None or info.spec.precision != "fp32":
         raise ModelError(f"{source}: quantize takes an fp32 ONNX model exported by realsr (`realsr export`)")
-    out = Path(out) if out is not None else int8_path(source)
+    out = Path(out) if out is not None else onnx_sibling(source, "int8")
     crops = calibration_crops(photos, info.spec.size_multiple)
     reference = OnnxBackend.open(source, "cpu", notice=lambda message: None)
     expected = [reference.run(crop) for crop in crops]

@@ -26,8 +26,7 @@ from realsr_cli.errors import ConfigError, InputError, RealSRError
 from realsr_cli.inference.runtime import fastest
 from realsr_cli.inference.runtime.bundled import Manifest, read_manifest
 from realsr_cli.inference.runtime.community import CommunityBackend, is_safetensors
-from realsr_cli.inference.runtime.int8 import int8_path
-from realsr_cli.inference.runtime.onnx import OnnxBackend, _OnnxInfo
+from realsr_cli.inference.runtime.onnx import OnnxBackend, _OnnxInfo, onnx_sibling
 from realsr_cli.inference.runtime.torchscript import TorchScriptBackend
 from realsr_cli.spec import TORCHSCRIPT_SPEC_FILE, ModelSpec
 
@@ -136,7 +135,7 @@ def cpu_candidates(config: UpscaleConfig, path: Path, kind: str, spec: ModelSpec
         candidates = [fastest.Candidate(path, "onnx", spec.precision)]
         if not bundled:
             return candidates
-        int8 = int8_path(path)
+        int8 = onnx_sibling(path, "int8")
         if spec.precision == "fp32" and int8.is_file():
             candidates.append(fastest.Candidate(int8, "onnx", "int8"))
         script = path.with_suffix(".ts")

@@ -21,11 +21,6 @@ INT8_SUFFIX = ".int8.onnx"
 PERCENTILE = 99.999  # of each activation's magnitudes: the range the 256 levels cover
 
 
-def int8_path(onnx_path: Path) -> Path:
-    """`<stem>.int8.onnx` beside the fp32 `<stem>.onnx`."""
-    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + INT8_SUFFIX)
-
-
 def quantize_int8(source: Path, dest: Path, calibration: list[dict[str, np.ndarray]]) -> None:
     """The fp32 ONNX model `source` quantized to int8 into `dest` by the recipe above, its activation ranges from
     the `calibration` inputs (each {input name: array})."""

@@ -19,7 +19,7 @@ from realsr_cli._files import first_line
 from realsr_cli.config import split_device
 from realsr_cli.errors import BackendError, ConfigError, InputError, ModelError
 from realsr_cli.inference.runtime.checks import check_spec, fp16_needs_cuda, probe_spec
-from realsr_cli.inference.runtime.int8 import INT8_SUFFIX, int8_path
+from realsr_cli.inference.runtime.int8 import INT8_SUFFIX
 from realsr_cli.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from realsr_cli.inference.runtime import Notice
 
 FP16_SUFFIX = ".fp16.onnx"
+# one model's ONNX files, by precision: <stem>.onnx, <stem>.fp16.onnx (`realsr export --half`, for CUDA) and
+# <stem>.int8.onnx (`realsr quantize`, for CPUs)
+_SUFFIXES = {"fp32": ".onnx", "fp16": FP16_SUFFIX, "int8": INT8_SUFFIX}
 
 
 def _import_ort():
@@ -271,16 +274,25 @@ def _split_batch(batch: np.ndarray, size: int, run: Callable[[np.ndarray], np.nd
     return np.concatenate(outs)
 
 
+def onnx_sibling(path: Path, precision: str) -> Path:
+    """The file of `path`'s model in `precision` (fp32, fp16 or int8), whichever of that model's files `path` is."""
+    stem = path.name
+    for suffix in (FP16_SUFFIX, INT8_SUFFIX, ".onnx"):  # the longer suffixes first: they end in ".onnx" too
+        if stem.endswith(suffix):
+            stem = stem.removesuffix(suffix)
+            break
+    return path.with_name(stem + _SUFFIXES[precision])
+
+
 def _variant(path: Path, info: _OnnxInfo, precision: str) -> Path:
     """The file that runs `path`'s model in `precision` ("int8", or "fp32" for an int8 file): itself when it already
     is, else its sibling `<stem>.int8.onnx` or `<stem>.onnx`. Raises ConfigError when that sibling is missing."""
     if info.precision == precision:
         return path
+    sibling = onnx_sibling(path, precision)
     if precision == "int8":
-        sibling = int8_path(path)
         how = f"make one with `realsr quantize {path} --calibration PHOTOS`"
     else:
-        sibling = path.with_name(path.name.removesuffix(INT8_SUFFIX) + ".onnx")
         how = "pass the fp32 model"
     if not sibling.is_file():
         raise ConfigError(f"{path.name}: is an {info.precision} model and no {sibling.name} lies beside it; {how}")
@@ -290,14 +302,14 @@ def _variant(path: Path, info: _OnnxInfo, precision: str) -> Path:
 def _fp16_sibling(path: Path) -> Path | None:
     if path.name.endswith(FP16_SUFFIX) or path.suffix != ".onnx":
         return None
-    return path.with_name(path.name[: -len(".onnx")] + FP16_SUFFIX)
+    return onnx_sibling(path, "fp16")
 
 
 def _fp32_sibling_or_fail(path: Path, notice: Notice, on_cuda: bool = False) -> Path:
     """The fp32 `<stem>.onnx` beside an fp16 model: on CPU (fp16 never runs there) or on CUDA with fp32 asked for."""
     reason = "--precision fp32 asked for" if on_cuda else "fp16 models run only on CUDA"
     if path.name.endswith(FP16_SUFFIX):
-        sibling = path.with_name(path.name[: -len(FP16_SUFFIX)] + ".onnx")
+        sibling = onnx_sibling(path, "fp32")
         if sibling.is_file():
             notice(f"{reason}: using {sibling.name} on {'CUDA' if on_cuda else 'CPU'}")
             return sibling
