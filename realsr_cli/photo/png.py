@@ -89,7 +89,7 @@ class PngWriter:
             fh.write(png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile)))
         if exif:
             fh.write(png_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
-        self.first_band = True
+        fh.write(png_chunk(b"IDAT", zlib_header(level)))  # IDAT chunks concatenate: the stream starts here
 
     def write(self, rows: np.ndarray) -> None:
         """Add the next rows: (n, width) for one channel or (n, width, channels), of the writer's bit depth."""
@@ -116,8 +116,7 @@ class PngWriter:
                 self._write_oldest()
             if self.rows_written != self.height:
                 raise ValueError(f"{self.rows_written} of the image's {self.height} rows were written")
-            tail = _FINAL_BLOCK + struct.pack(">I", self.adler)
-            self.fh.write(png_chunk(b"IDAT", (zlib_header(self.level) if self.first_band else b"") + tail))
+            self.fh.write(png_chunk(b"IDAT", _FINAL_BLOCK + struct.pack(">I", self.adler)))
             self.fh.write(png_chunk(b"IEND", b""))
         finally:
             self.abort()
@@ -132,9 +131,6 @@ class PngWriter:
     def _write_oldest(self) -> None:
         deflated, adler, length = self.pending.popleft().result()
         self.adler = _adler32_combine(self.adler, adler, length)
-        if self.first_band:
-            deflated = zlib_header(self.level) + deflated
-            self.first_band = False
         self.fh.write(png_chunk(b"IDAT", deflated))
 
     def _kind(self) -> str:
