@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realsr_cli.config import split_device
-from realsr_cli.errors import ConfigError, InputError
+from realsr_cli.errors import ConfigError
 from realsr_cli.inference.inputs import InputItem
+from realsr_cli.inference.upscaler import header_size
 from realsr_cli.photo.formats import output_path
-from realsr_cli.photo.read import upright_size
 
 # input pixels of one unit at most: about four 12 MP photos, minutes of one worker's time, so a unit lost with its
 # node costs little, and the pipeline's fill and drain (the first decode, the last encode) are a small share of it
@@ -67,13 +67,7 @@ def read_tasks(items: Sequence[InputItem], indices: Sequence[int]) -> list[Task]
     """The items at `indices` as tasks, each with its pixel count from its header (nothing is decoded)."""
 
     def pixels(item: InputItem) -> int:
-        if item.error is not None:
-            return 0
-        try:
-            width, height = upright_size(item.path)
-        except InputError:
-            return 0
-        return width * height
+        return math.prod(header_size(item) or (0, 0))
 
     # a file's warnings are reported once, naming it, by the worker that decodes it
     with warnings.catch_warnings(), ThreadPoolExecutor(HEADER_READERS) as pool:

@@ -100,19 +100,25 @@ def check_sizes(config: UpscaleConfig, items: Iterable[InputItem]) -> None:
 
 
 def header_sizes(items: Iterable[InputItem]) -> Iterator[tuple[InputItem, tuple[int, int]]]:
-    """(item, (width, height) as displayed) of each input whose header can be read; nothing is decoded. Inputs that
-    cannot be opened are passed over (the batch reports them), and so are a header's warnings (decoding reports
-    them once, naming the file)."""
+    """(item, `header_size(item)`) of each input whose header can be read. A header's warnings are passed over
+    (decoding reports them once, naming the file)."""
     for item in items:
-        if item.error is not None:
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                size = upright_size(item.path)
-        except InputError:
-            continue
-        yield item, size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            size = header_size(item)
+        if size is not None:
+            yield item, size
+
+
+def header_size(item: InputItem) -> tuple[int, int] | None:
+    """(width, height) of an input as displayed, from its header (nothing is decoded); None for an input that
+    cannot be opened, which the batch reports."""
+    if item.error is not None:
+        return None
+    try:
+        return upright_size(item.path)
+    except InputError:
+        return None
 
 
 # beyond this many input pixels a job's start-up is noise next to its inference (`job_pixels` stops counting)
